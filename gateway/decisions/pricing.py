@@ -1,0 +1,95 @@
+"""Pricing as pure functions: which unit prices apply to a request, and what its tokens cost.
+
+All arithmetic is `Decimal`; dividing by `per` (10^3 or 10^6) is a shift of the exponent, so it is exact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, UnitPrices, Usage
+
+_UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC"})
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> timezone | ZoneInfo:
+    return timezone.utc if name in _UTC_NAMES else ZoneInfo(name)
+
+
+def in_window(window: OffPeakWindow, at: datetime) -> bool:
+    """Is `at` (an aware datetime) inside the daily window? `[start, end)`, crossing midnight when start > end."""
+    local: time = at.astimezone(_zone(window.tz)).time().replace(tzinfo=None)
+    if window.start == window.end:
+        return True  # a 24-hour window
+    if window.start < window.end:
+        return window.start <= local < window.end
+    return local >= window.start or local < window.end
+
+
+def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
+    """The prices in force for a request with `prompt_tokens` that started at `at`.
+
+    Precedence: an off-peak window in force replaces the base and tier prices (vendors publish window prices as
+    absolute figures); otherwise the first tier whose `up_to` >= prompt tokens, or the last tier when the prompt is
+    longer than all of them; otherwise the base price. `cached_input` defaults to the input price of the same
+    level.
+    """
+    for w in price.off_peak:
+        if in_window(w, at):
+            label = f"off_peak {w.start:%H:%M}-{w.end:%H:%M} {w.tz}"
+            cached = w.cached_input if w.cached_input is not None else w.input
+            return UnitPrices(price.currency, price.per, w.input, cached, w.output, window=label)
+    if price.tiers:
+        chosen = price.tiers[-1]
+        for t in price.tiers:
+            if prompt_tokens <= t.up_to:
+                chosen = t
+                break
+        if chosen.cached_input is not None:
+            cached = chosen.cached_input
+        elif price.cached_input is not None and chosen.input == price.input:
+            cached = price.cached_input
+        else:
+            cached = chosen.input
+        return UnitPrices(price.currency, price.per, chosen.input, cached, chosen.output, tier=chosen.up_to)
+    cached = price.cached_input if price.cached_input is not None else price.input
+    return UnitPrices(price.currency, price.per, price.input, cached, price.output)
+
+
+def _per_token(amount: Decimal, per: int) -> Decimal:
+    return amount.scaleb(-3 if per == 1_000 else -6) if per in (1_000, 1_000_000) else amount / per
+
+
+def tokens_cost(tokens: int, unit_price: Decimal, per: int) -> Decimal:
+    """Exact cost of `tokens` at `unit_price` per `per` tokens: 1001 tokens at 0.0005/1K -> 0.0005005."""
+    if tokens == 0 or not unit_price:
+        return Decimal(0)
+    return _per_token(Decimal(tokens) * unit_price, per)
+
+
+def price_usage(usage: Usage, price: Price, version: PriceVersion, started_at: datetime) -> Cost:
+    """Bill a finished request: tier by the vendor's prompt tokens, window and version as of its start."""
+    up = unit_prices(price, usage.prompt_tokens, started_at)
+    return Cost(
+        currency=up.currency,
+        input=tokens_cost(usage.input_tokens, up.input, up.per),
+        cached_input=tokens_cost(usage.cached_input_tokens, up.cached_input, up.per),
+        output=tokens_cost(usage.output_tokens, up.output, up.per),
+        reporting_currency=version.reporting_currency,
+        fx_rate=version.fx(up.currency),
+        price_version=version.version,
+        unit_prices=up,
+    )
+
+
+def expected_cost(up: UnitPrices, prompt_tokens: int, output_tokens: int, fx_rate: Decimal) -> Decimal:
+    """Ranking cost in the reporting currency: prompt at the input price (cache hits are not predictable),
+    expected output at the output price."""
+    amount = Decimal(prompt_tokens) * up.input + Decimal(output_tokens) * up.output
+    if not amount:
+        return Decimal(0)
+    return _per_token(amount, up.per) * fx_rate
