@@ -1,0 +1,114 @@
+"""Closing the books on one request: price its usage, complete its ledger row, count it, settle its budget.
+
+Every way a request can end (success, relayed client error, all upstreams failed, stream cut, client gone)
+passes through `RequestBooks.close`, so no outcome can skip the ledger or the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from gateway.decisions.pricing import price_usage
+from gateway.domain import Cost, Deployment, LedgerEntry, PriceVersion, Usage
+from gateway.metrics import NO_PROVIDER
+from gateway.services import Identity, Services
+
+ZERO_USAGE = Usage(0, 0, 0, source="provider")
+
+
+def new_request_id() -> str:
+    return "gw-" + uuid.uuid4().hex
+
+
+def money_str(amount: Decimal) -> str:
+    """Plain decimal text without exponent or trailing zeros: 0.0005005, 0, 12.5."""
+    if not amount:
+        return "0"
+    text = format(amount.normalize(), "f")
+    return text
+
+
+@dataclass
+class RequestBooks:
+    """The bookkeeping of one request from the moment it is sent upstream."""
+
+    services: Services
+    request_id: str
+    identity: Identity
+    route: str
+    started_at: datetime
+    started_perf: float
+    prices: PriceVersion
+    prompt_estimate: int
+    stream: bool
+    reservation: object | None = None
+    entry: LedgerEntry | None = None
+    deployment: Deployment | None = None  # the one being tried now
+    closed: bool = False
+
+    async def open(self, d: Deployment) -> None:
+        """The in-flight row, durable before the first byte goes upstream."""
+        self.deployment = d
+        if self.entry is not None:
+            return
+        self.entry = LedgerEntry(
+            request_id=self.request_id, started_at=self.started_at, team=self.identity.team,
+            key_id=self.identity.key_id, route=self.route, provider=d.provider, model=d.model,
+            upstream_model=d.upstream_model, price_version=self.prices.version, replica_id=self.services.replica_id,
+            prompt_tokens_estimate=self.prompt_estimate, stream=self.stream,
+        )
+        await self.services.ledger.open(self.entry)
+
+    def cost_of(self, d: Deployment, usage: Usage) -> Cost | None:
+        price = self.prices.prices.get(d.key)
+        return None if price is None else price_usage(usage, price, self.prices, self.started_at)
+
+    def baseline_cost(self, usage: Usage) -> Decimal | None:
+        base = self.services.baseline
+        if base is None:
+            return None
+        cost = self.cost_of(base, usage)
+        return None if cost is None else cost.total_reporting
+
+    async def close(self, d: Deployment | None, status: str, outcome: str, *, usage: Usage | None = None,
+                    attempts: int = 1, ttft_s: float | None = None, error_kind: str | None = None,
+                    wait: bool = True) -> Cost | None:
+        """Complete the row, count the request, settle the reservation. Idempotent."""
+        if self.closed:
+            return None
+        self.closed = True
+        s, m = self.services, self.services.metrics
+        elapsed = time.perf_counter() - self.started_perf
+        cost: Cost | None = None
+        baseline: Decimal | None = None
+        if d is not None and usage is not None:
+            cost = self.cost_of(d, usage)
+            baseline = self.baseline_cost(usage)
+        if self.entry is not None and d is not None:
+            self.entry = replace(
+                self.entry, provider=d.provider, model=d.model, upstream_model=d.upstream_model, status=status,
+                usage=usage or ZERO_USAGE, cost=cost, baseline_cost=baseline, attempts=attempts,
+                latency_ms=int(elapsed * 1000), ttft_ms=None if ttft_s is None else int(ttft_s * 1000),
+                error_kind=error_kind,
+            )
+            await s.ledger.finish(self.entry, wait=wait)
+        provider = d.provider if d is not None else NO_PROVIDER
+        model = d.model if d is not None else NO_PROVIDER
+        m.requests.labels(self.route, provider, model, outcome).inc()
+        if d is not None and self.entry is not None:
+            m.duration.labels(provider, model).observe(elapsed)
+            if ttft_s is not None:
+                m.ttft.labels(provider, model).observe(ttft_s)
+        if d is not None and usage is not None and cost is not None:
+            m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
+        if self.reservation is not None and s.budgets is not None:
+            await s.budgets.settle(self.reservation, cost.total_reporting if cost is not None else Decimal(0))
+        return cost
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,58 @@
+"""Presenting a routing decision: as JSON (POST /admin/route/explain) and as a table (`gateway route`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.accounting import money_str
+from gateway.decisions.routing import Decision
+from gateway.domain import PriceVersion, RequestFacts
+
+
+def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion) -> dict[str, Any]:
+    return {
+        "model": facts.model,
+        "prompt_tokens_estimate": facts.prompt_tokens,
+        "expected_output_tokens": facts.expected_output_tokens,
+        "price_version": prices.version,
+        "currency": prices.reporting_currency,
+        "candidates": [
+            {
+                "rank": i, "provider": c.deployment.provider, "model": c.deployment.model,
+                "expected_cost": money_str(c.expected_cost), "quality": c.deployment.quality,
+                "context_window": c.deployment.context_window,
+                "input_price": money_str(c.unit_prices.input), "output_price": money_str(c.unit_prices.output),
+                "price_currency": c.unit_prices.currency, "per": "1K" if c.unit_prices.per == 1000 else "1M",
+                "window": c.unit_prices.window, "tier": c.unit_prices.tier,
+            }
+            for i, c in enumerate(decision.candidates, 1)
+        ],
+        "excluded": [
+            {"provider": e.deployment.provider, "model": e.deployment.model, "reason": e.reason, "detail": e.detail}
+            for e in decision.excluded
+        ],
+    }
+
+
+def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion) -> str:
+    lines = [
+        f"request: model={facts.model} prompt_tokens~{facts.prompt_tokens} "
+        f"expected_output={facts.expected_output_tokens} price_version={prices.version}",
+        f"{'rank':<5}{'provider/model':<34}{'expected cost':>16} {'cur':<4}{'quality':>8}  prices",
+    ]
+    for i, c in enumerate(decision.candidates, 1):
+        up = c.unit_prices
+        note = f"{money_str(up.input)}/{money_str(up.output)} {up.currency} per {'1K' if up.per == 1000 else '1M'}"
+        if up.window:
+            note += f" ({up.window})"
+        if up.tier:
+            note += f" (tier up_to {up.tier})"
+        lines.append(f"{i:<5}{c.deployment.provider + '/' + c.deployment.model:<34}"
+                     f"{money_str(c.expected_cost):>16} {prices.reporting_currency:<4}{c.deployment.quality:>8}  {note}")
+    if not decision.candidates:
+        lines.append("(no eligible deployment)")
+    if decision.excluded:
+        lines.append("excluded:")
+        for e in decision.excluded:
+            lines.append(f"  {e.deployment.provider}/{e.deployment.model}: {e.reason}: {e.detail}")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""The ONE map from gateway errors to HTTP statuses and the OpenAI error body.
+
+Every error a client sees goes through `error_response` (or `error_payload` for an SSE error event).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway import errors as E
+
+_NO_RETRY = {"x-should-retry": "false"}
+
+
+def _body(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, OpenAI error body, extra headers) for any exception."""
+    if isinstance(exc, E.UpstreamRequestError):
+        return exc.status, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.UpstreamUnavailable):
+        status = 504 if exc.timed_out else 502
+        return status, _body(str(exc), "upstream_error", "upstream_unavailable"), {}
+    if isinstance(exc, E.RateLimited):
+        return 429, _body(exc.message, "rate_limit_error", exc.code, exc.param), {"retry-after": str(exc.retry_after)}
+    if isinstance(exc, E.BudgetExceeded):
+        return 429, _body(exc.message, "insufficient_quota", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.Unauthorized):
+        return 401, _body(exc.message, "authentication_error", exc.code, exc.param), {}
+    if isinstance(exc, E.ModelNotFound):
+        return 404, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.NotFound):
+        return 404, _body(exc.message, "invalid_request_error", exc.code, exc.param), {}
+    if isinstance(exc, E.BodyTooLarge):
+        return 413, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.ClientError):  # BadRequest, NoEligibleDeployment
+        return 400, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    # Anything unexpected: never leak its text (it could hold a secret); the request id leads to the log.
+    return 500, _body("internal gateway error", "server_error", "internal_error"), {}
+
+
+def error_response(exc: Exception, headers: dict[str, str] | None = None) -> Response:
+    status, body, extra = status_and_body(exc)
+    merged = {**(headers or {}), **extra}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=merged)
+
+
+def error_payload(message: str, code: str, type_: str = "upstream_error") -> bytes:
+    """The SSE `{"error": ...}` event that ends a stream which failed after its first byte."""
+    return orjson.dumps(_body(message, type_, code))

@@ -1,0 +1,221 @@
+"""THE request path, top to bottom:
+
+    parse -> authorise -> rank (pure) -> rate limit -> reserve budget -> try deployments in rank order with
+    fallback -> meter -> price -> ledger -> respond (or stream)
+
+Each step's decision lives elsewhere as a pure function (gateway/decisions); this module only sequences them and
+does the I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, Mapping
+
+from starlette.responses import Response, StreamingResponse
+
+from gateway import errors as E
+from gateway.accounting import RequestBooks, money_str, new_request_id, utc_now
+from gateway.decisions.fallback import BAD_RESPONSE, classify_exception, classify_status
+from gateway.decisions.pricing import expected_cost, unit_prices
+from gateway.decisions.routing import Candidate, Decision, explain, rank
+from gateway.domain import Constraints, Deployment, PriceVersion, RequestFacts, Usage
+from gateway.http.errors import error_response
+from gateway.http.parse import ParsedRequest, parse_chat, parse_embedding
+from gateway.metering import StreamMeter, usage_from_payload
+from gateway.metrics import NO_PROVIDER, UNKNOWN_MODEL
+from gateway.providers.base import JSONResult, UpstreamFailure
+from gateway.services import DEFAULT_IDENTITY, Identity, Services
+from gateway.streaming import StreamRelay
+
+_OUTCOME_OF = {
+    E.BudgetExceeded: "budget_exceeded",
+    E.RateLimited: "rate_limited",
+    E.NoEligibleDeployment: "no_route",
+}
+
+
+def _outcome(exc: Exception) -> str:
+    for cls, outcome in _OUTCOME_OF.items():
+        if isinstance(exc, cls):
+            return outcome
+    return "client_error"
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    # ---- entry points -------------------------------------------------------------------------------------------
+
+    async def chat(self, raw: bytes, headers: Mapping[str, str]) -> Response:
+        return await self._handle(raw, headers, "chat")
+
+    async def embeddings(self, raw: bytes, headers: Mapping[str, str]) -> Response:
+        return await self._handle(raw, headers, "embedding")
+
+    def explain(self, raw: bytes, headers: Mapping[str, str]) -> tuple[RequestFacts, Decision, PriceVersion]:
+        """The dry run of `gateway route` / `POST /admin/route/explain`: rank without sending anything."""
+        parsed = parse_chat(raw, headers, self.s.tokens, self.s.config.gateway.default_expected_output_tokens)
+        facts, pool, _ = self._resolve(parsed.facts)
+        prices = self.s.price_book.current(utc_now())
+        return facts, self._rank(facts, pool, prices), prices
+
+    # ---- the path -----------------------------------------------------------------------------------------------
+
+    async def _handle(self, raw: bytes, headers: Mapping[str, str], mode: str) -> Response:
+        request_id = new_request_id()
+        started_at, started_perf = utc_now(), time.perf_counter()
+        base_headers = {"x-gateway-request-id": request_id}
+        route = UNKNOWN_MODEL
+        try:
+            cfg = self.s.config.gateway
+            if len(raw) > cfg.max_body_bytes:
+                raise E.BodyTooLarge(f"request body exceeds {cfg.max_body_bytes} bytes")
+            parsed = (parse_chat(raw, headers, self.s.tokens, cfg.default_expected_output_tokens) if mode == "chat"
+                      else parse_embedding(raw, headers, self.s.tokens))
+            identity = await self._identify(headers)
+            facts, pool, route = self._resolve(parsed.facts)
+            prices = self.s.price_book.current(started_at)
+            decision = self._rank(facts, pool, prices)
+            if not decision.candidates:
+                code = "context_length_exceeded" if decision.all_context_length else None
+                raise E.NoEligibleDeployment(f"no eligible deployment for '{facts.model}': {explain(decision)}",
+                                             code=code)
+            attempts = decision.candidates[: cfg.max_attempts]
+            if self.s.ratelimit is not None:
+                await self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens)
+            books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
+                                 facts.prompt_tokens, parsed.stream)
+            if self.s.budgets is not None:
+                worst = self._worst_case(facts, attempts, prices)
+                books.reservation = await self.s.budgets.reserve(identity, request_id, worst)
+        except E.ClientError as exc:
+            self.s.metrics.requests.labels(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc)).inc()
+            return error_response(exc, base_headers)
+        try:
+            return await self._attempt_all(parsed, attempts, books, base_headers)
+        except BaseException:
+            # Whatever broke (including a cancelled request), the reservation and the open row are closed.
+            await books.close(books.deployment, "upstream_error", "upstream_error", wait=False)
+            raise
+
+    async def _identify(self, headers: Mapping[str, str]) -> Identity:
+        if self.s.auth is None:
+            return DEFAULT_IDENTITY
+        identity: Identity = await self.s.auth.authenticate(headers)
+        return identity
+
+    def _resolve(self, facts: RequestFacts) -> tuple[RequestFacts, list[Deployment], str]:
+        """The candidate pool for the requested name: a route (with its constraints) or a model."""
+        route = self.s.config.routes.get(facts.model)
+        if route is not None:
+            constraints = Constraints(route.min_quality, route.min_context,
+                                      frozenset(route.providers) if route.providers is not None else None,
+                                      route.max_cost)
+            facts = replace(facts, constraints=constraints.merged(facts.constraints))
+            return facts, self.s.deployments, facts.model
+        pool = self.s.by_model.get(facts.model)
+        if not pool:
+            raise E.ModelNotFound(f"The model '{facts.model}' does not exist: not a route or a deployed model",
+                                  param="model")
+        return facts, pool, facts.model
+
+    def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion) -> Decision:
+        h = self.s.health
+        return rank(facts, pool, prices, utc_now(), h.cooling(), h.latencies())
+
+    def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion) -> Decimal:
+        """Most any attempt could cost: the prompt at input price plus every allowed output token."""
+        worst = Decimal(0)
+        now = utc_now()
+        for c in attempts:
+            d = c.deployment
+            out = facts.requested_output_tokens
+            if out is None:
+                out = d.max_output_tokens if d.max_output_tokens is not None else d.context_window - facts.prompt_tokens
+            up = unit_prices(prices.prices[d.key], facts.prompt_tokens, now)
+            worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency)))
+        return worst
+
+    async def _attempt_all(self, parsed: ParsedRequest, attempts: tuple[Candidate, ...], books: RequestBooks,
+                           base_headers: dict[str, str]) -> Response:
+        failures: list[E.AttemptFailure] = []
+        for n, cand in enumerate(attempts, 1):
+            d = cand.deployment
+            body = {**parsed.body, "model": d.upstream_model}
+            if parsed.stream:
+                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            await books.open(d)
+            try:
+                if parsed.stream:
+                    return await self._start_stream(d, body, parsed, books, n, base_headers)
+                result = await self._call(d, body, parsed.facts.mode)
+            except UpstreamFailure as f:
+                verdict = classify_status(f.status) if f.status else classify_exception(f.kind)
+                self.s.metrics.upstream_errors.labels(d.provider, verdict.kind).inc()
+                if not verdict.retry:
+                    await books.close(d, "client_error", "client_error", attempts=n, error_kind=verdict.kind)
+                    exc = E.UpstreamRequestError(f.status or 400, f.message or "the upstream rejected the request",
+                                                 code=f.code, param=f.param, attempts=n, provider=d.provider,
+                                                 model=d.model)
+                    return error_response(exc, {**base_headers, **_route_headers(d, n)})
+                if verdict.provider_fault:
+                    await self.s.health.record_failure(d.provider, rate_limited=verdict.kind == "rate_limited")
+                failures.append(E.AttemptFailure(d.provider, d.model, verdict.kind, f.status))
+                if n < len(attempts):
+                    self.s.metrics.fallbacks.labels(d.provider, verdict.kind).inc()
+                continue
+            return await self._respond(d, result, parsed, books, n, base_headers)
+        last = attempts[len(failures) - 1].deployment if failures else None
+        await books.close(last, "upstream_error", "upstream_error", attempts=len(failures),
+                          error_kind=failures[-1].kind if failures else None)
+        return error_response(E.UpstreamUnavailable(failures), base_headers)
+
+    async def _call(self, d: Deployment, body: dict[str, Any], mode: str) -> JSONResult:
+        provider = self.s.providers[d.provider]
+        return await (provider.complete(d, body) if mode == "chat" else provider.embed(d, body))
+
+    async def _respond(self, d: Deployment, result: JSONResult, parsed: ParsedRequest, books: RequestBooks, n: int,
+                       base_headers: dict[str, str]) -> Response:
+        usage = usage_from_payload(result.obj)
+        if usage is None:
+            usage = Usage(parsed.facts.prompt_tokens, 0, 0, source="estimated")
+        await self.s.health.record_success(d.key, time.perf_counter() - books.started_perf)
+        cost = await books.close(d, "success", "success", usage=usage, attempts=n, wait=True)
+        headers = {**base_headers, **_route_headers(d, n)}
+        if cost is not None:
+            headers.update({
+                "x-gateway-cost": money_str(cost.total_reporting),
+                "x-gateway-currency": cost.reporting_currency,
+            })
+        headers["x-gateway-input-tokens"] = str(usage.input_tokens)
+        headers["x-gateway-cached-input-tokens"] = str(usage.cached_input_tokens)
+        headers["x-gateway-output-tokens"] = str(usage.output_tokens)
+        return Response(result.body, media_type="application/json", headers=headers)
+
+    async def _start_stream(self, d: Deployment, body: dict[str, Any], parsed: ParsedRequest, books: RequestBooks,
+                            n: int, base_headers: dict[str, str]) -> Response:
+        """Open the vendor stream and wait for its first event: until then, a failure can still fall back."""
+        events = await self.s.providers[d.provider].stream(d, body)
+        payloads = events.__aiter__()
+        try:
+            first = await payloads.__anext__()
+        except StopAsyncIteration:
+            await events.aclose()
+            raise UpstreamFailure(BAD_RESPONSE) from None
+        except BaseException:
+            await events.aclose()
+            raise
+        await self.s.health.record_success(d.key, time.perf_counter() - books.started_perf)
+        relay = StreamRelay(books, d, events, payloads, first, StreamMeter(parsed.client_wants_usage), n)
+        relay.start()
+        headers = {**base_headers, **_route_headers(d, n), "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(relay.body(), media_type="text/event-stream", headers=headers)
+
+
+def _route_headers(d: Deployment, attempts: int) -> dict[str, str]:
+    return {"x-gateway-provider": d.provider, "x-gateway-model": d.upstream_model,
+            "x-gateway-attempts": str(attempts)}

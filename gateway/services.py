@@ -1,0 +1,75 @@
+"""Everything the request path needs, built once at start-up by `gateway.app` and passed around explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config.schema import Config
+from gateway.domain import Deployment
+from gateway.ledger.base import Ledger
+from gateway.metrics import Metrics
+from gateway.prices.book import PriceBook
+from gateway.providers.base import Provider
+from gateway.state.base import Health
+from gateway.tokens import TokenCounter
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request belongs to: the team of its gateway key, or `default`."""
+
+    team: str = "default"
+    key_id: str | None = None
+    limits: Any = None  # the key's rpm/tpm/budget as the key store defines them
+
+
+DEFAULT_IDENTITY = Identity()
+
+
+@dataclass
+class Services:
+    config: Config
+    deployments: list[Deployment]
+    price_book: PriceBook
+    health: Health
+    ledger: Ledger
+    metrics: Metrics
+    providers: dict[str, Provider]
+    tokens: TokenCounter
+    replica_id: str
+    auth: Any = None  # authenticate(headers) -> Identity (gateway.http.auth)
+    budgets: Any = None  # reserve(identity, request_id, amount) / settle(reservation, actual)
+    ratelimit: Any = None  # check(identity, tokens)
+    keys: Any = None
+    engine: Any = None  # the ledger database (AsyncEngine), when configured
+    price_store: Any = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    by_model: dict[str, list[Deployment]] = field(default_factory=dict)
+    baseline: Deployment | None = None
+
+    def __post_init__(self) -> None:
+        for d in self.deployments:
+            self.by_model.setdefault(d.model, []).append(d)
+        ref = self.config.savings_baseline
+        if ref is not None:
+            self.baseline = next(d for d in self.deployments if d.key == (ref.provider, ref.model))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run work that must outlive the request (stream metering after a client left); kept referenced."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def refresh_gauges(self) -> None:
+        """Gauges that mirror state (read at scrape time, so they are never stale)."""
+        m = self.metrics
+        cooling = self.health.cooling()
+        for name in self.config.providers:
+            m.provider_healthy.labels(name).set(0 if name in cooling else 1)
+        m.ledger_pending.set(self.ledger.pending_rows())
+        from gateway.accounting import utc_now
+
+        m.price_version.set(self.price_book.current(utc_now()).version)
