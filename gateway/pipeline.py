@@ -116,7 +116,7 @@ class Pipeline:
                                       frozenset(route.providers) if route.providers is not None else None,
                                       route.max_cost)
             facts = replace(facts, constraints=constraints.merged(facts.constraints))
-            return facts, self.s.deployments, facts.model
+            return facts, self.s.by_mode.get(facts.mode, []), facts.model
         pool = self.s.by_model.get(facts.model)
         if not pool:
             raise E.ModelNotFound(f"The model '{facts.model}' does not exist: not a route or a deployed model",

@@ -47,11 +47,13 @@ class Services:
     price_store: Any = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     by_model: dict[str, list[Deployment]] = field(default_factory=dict)
+    by_mode: dict[str, list[Deployment]] = field(default_factory=dict)
     baseline: Deployment | None = None
 
     def __post_init__(self) -> None:
         for d in self.deployments:
             self.by_model.setdefault(d.model, []).append(d)
+            self.by_mode.setdefault(d.mode, []).append(d)
         ref = self.config.savings_baseline
         if ref is not None:
             self.baseline = next(d for d in self.deployments if d.key == (ref.provider, ref.model))

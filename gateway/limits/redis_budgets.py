@@ -1,0 +1,152 @@
+"""Budget counters in Redis, shared by every replica. Each operation is one Lua script, so it is atomic.
+
+Key layout (P = `gateway.redis_prefix`; C = counter name such as `team:search:m2024-05` or `key:ab12cd34ef56:d2024-05-21`):
+  P budget:C           HASH  spent (units, settled), reserved (units, outstanding), r:<request id> -> units held
+  P budget:C:holds     ZSET  request id -> deadline (ms, Redis clock) after which an unsettled hold is released
+  P budget:settled:<request id>   STRING, set once by settle (idempotency marker), expires after two days
+Counters expire a day after their period ends. Units are 1e-9 of the reporting currency, only ever changed with
+HINCRBY (integers; never INCRBYFLOAT). Lua compares them as doubles, exact below 2**53 units (~9e6 currency
+units per period; `parse_budget` refuses larger budgets).
+
+RESERVE  KEYS = [hash1, holds1, hash2, holds2, ...]   ARGV = [request id, units, hold ms, limit1, ttl1, limit2, ...]
+  -> {"seed", i, ...} when a counter hash does not exist (nothing changed; caller seeds from the ledger, retries)
+  -> releases expired holds, then {"ok"} if this request already holds a reservation (retry of the same id)
+  -> {"deny", i} when spent + reserved + units > limit for counter i (nothing changed)
+  -> otherwise reserves `units` on every counter, records the hold, refreshes TTLs: {"ok"}
+SEED     KEYS = [hash]   ARGV = [spent units, ttl]: creates the counter only if it does not exist.
+SETTLE   KEYS = [marker, hash1, holds1, ...]   ARGV = [request id, actual units, marker ttl]
+  -> {} if the marker exists (already settled); else sets it, and on each existing counter releases the hold
+     (if still there) and adds the actual units to spent; returns {counter index, spent, ...}.
+     A counter that vanished is left alone: the ledger re-seeds it when next needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.limits.budgets import ReserveOutcome, Scope
+
+_RESERVE = """
+local n = #KEYS / 2
+local missing = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2*i-1]) == 0 then missing[#missing+1] = i - 1 end
+end
+if #missing > 0 then
+  local out = {'seed'}
+  for _, i in ipairs(missing) do out[#out+1] = i end
+  return out
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid = ARGV[1]
+local units = tonumber(ARGV[2])
+for i = 1, n do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 200)
+  for _, old in ipairs(expired) do
+    local held = redis.call('HGET', h, 'r:' .. old)
+    if held then
+      if held ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. held) end
+      redis.call('HDEL', h, 'r:' .. old)
+    end
+    redis.call('ZREM', z, old)
+  end
+end
+for i = 1, n do
+  if redis.call('HEXISTS', KEYS[2*i-1], 'r:' .. rid) == 1 then return {'ok'} end
+end
+for i = 1, n do
+  local h = KEYS[2*i-1]
+  local limit = tonumber(ARGV[2*i+2])
+  local spent = tonumber(redis.call('HGET', h, 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', h, 'reserved') or '0')
+  if spent + reserved + units > limit then return {'deny', i - 1} end
+end
+for i = 1, n do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  local ttl = tonumber(ARGV[2*i+3])
+  redis.call('HINCRBY', h, 'reserved', ARGV[2])
+  redis.call('HSET', h, 'r:' .. rid, ARGV[2])
+  redis.call('ZADD', z, now + tonumber(ARGV[3]), rid)
+  redis.call('EXPIRE', h, ttl)
+  redis.call('EXPIRE', z, ttl)
+end
+return {'ok'}
+"""
+
+_SEED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+_SETTLE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[3])) then return {} end
+local rid = ARGV[1]
+local out = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local h, z = KEYS[2*i], KEYS[2*i+1]
+  if redis.call('EXISTS', h) == 1 then
+    local held = redis.call('HGET', h, 'r:' .. rid)
+    if held then
+      if held ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. held) end
+      redis.call('HDEL', h, 'r:' .. rid)
+      redis.call('ZREM', z, rid)
+    end
+    out[#out+1] = i - 1
+    out[#out+1] = redis.call('HINCRBY', h, 'spent', ARGV[2])
+  end
+end
+return out
+"""
+
+_SETTLED_TTL_S = 2 * 86_400
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisCounters:
+    def __init__(self, redis: Any, prefix: str = "gw:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._reserve = redis.register_script(_RESERVE)
+        self._seed = redis.register_script(_SEED)
+        self._settle = redis.register_script(_SETTLE)
+
+    def _hash(self, counter: str) -> str:
+        return f"{self._prefix}budget:{counter}"
+
+    def _keys(self, counters: list[str] | tuple[str, ...]) -> list[str]:
+        keys: list[str] = []
+        for c in counters:
+            keys += [self._hash(c), self._hash(c) + ":holds"]
+        return keys
+
+    async def reserve(self, request_id: str, units: int, scopes: list[Scope], hold_s: float) -> ReserveOutcome:
+        args: list[Any] = [request_id, units, int(hold_s * 1000)]
+        for s in scopes:
+            args += [s.limit, s.ttl_s]
+        result = await self._reserve(keys=self._keys([s.counter for s in scopes]), args=args)
+        status = _s(result[0])
+        if status == "seed":
+            return ReserveOutcome("seed", missing=tuple(int(i) for i in result[1:]))
+        if status == "deny":
+            return ReserveOutcome("deny", scope_index=int(result[1]))
+        return ReserveOutcome("ok")
+
+    async def seed(self, counter: str, units: int, ttl_s: int) -> None:
+        await self._seed(keys=[self._hash(counter)], args=[units, ttl_s])
+
+    async def settle(self, request_id: str, counters: tuple[str, ...], actual_units: int) -> dict[str, int]:
+        marker = f"{self._prefix}budget:settled:{request_id}"
+        result = await self._settle(keys=[marker, *self._keys(counters)],
+                                    args=[request_id, actual_units, _SETTLED_TTL_S])
+        return {counters[int(result[i])]: int(result[i + 1]) for i in range(0, len(result), 2)}
+
+    async def spent(self, counter: str) -> int | None:
+        value = await self._redis.hget(self._hash(counter), "spent")
+        return None if value is None else int(value)

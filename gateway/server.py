@@ -1,0 +1,35 @@
+"""Running the ASGI app under uvicorn, with the fastest event loop and HTTP parser available."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import uvicorn
+
+from gateway.config.schema import Config
+
+
+def _loop() -> str:
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
+def _http() -> str:
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def uvicorn_config(config: Config, host: str, port: int) -> uvicorn.Config:
+    from gateway.app import create_app
+
+    return uvicorn.Config(create_app(config), host=host, port=port, loop=_loop(), http=_http(), access_log=False,
+                          log_level="info", timeout_graceful_shutdown=30)
+
+
+def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:
+    if workers > 1:
+        from gateway.metrics_exposition import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
+        uvicorn.run("gateway.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                    loop=_loop(), http=_http(), access_log=False, log_level="info")
+        return
+    uvicorn.Server(uvicorn_config(config, host, port)).run()
