@@ -20,6 +20,7 @@ MODES: tuple[str, ...] = (
     "error_400",  # vendor-format 400 bad request
     "timeout",  # hang for delay_s (default: until the server stops), then 504
     "slow",  # wait delay_s before the first byte, then answer normally
+    "slow_stream",  # streams start at once, then wait delay_s before each content chunk (client disconnects, TTFT)
     "drop_mid_stream",  # send part of the response, then close the connection
     "no_usage",  # answer without any usage report
 )

@@ -98,9 +98,12 @@ class PrefixCache:
         self._max = max_entries
         self._seen: set[bytes] = set()
 
-    def lookup_and_store(self, pieces: list[str]) -> int:
-        """Cached tokens for this prompt (a multiple of the block size); remembers its blocks for later ones."""
-        hasher = hashlib.sha256()
+    def lookup_and_store(self, pieces: list[str], namespace: str = "") -> int:
+        """Cached tokens for this prompt (a multiple of the block size); remembers its blocks for later ones.
+
+        `namespace` keeps models apart: a vendor caches per model, never across them.
+        """
+        hasher = hashlib.sha256(namespace.encode("utf-8") + b"\x01")
         cached = 0
         still_hitting = True
         boundaries: list[bytes] = []

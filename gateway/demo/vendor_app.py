@@ -135,7 +135,8 @@ class VendorServer:
         if mode == "timeout":
             await self._sleep(delay_s or _TIMEOUT_HANG_S)
             return self._error("timeout", request_id)
-        await self._sleep(delay_s)
+        if mode != "slow_stream":
+            await self._sleep(delay_s)  # `slow`, and error modes answer late too when given a delay
         errors: dict[str, ErrorKind] = {
             "error_500": "server", "error_429": "rate_limit", "error_401": "account", "error_400": "bad_request",
         }
@@ -143,8 +144,8 @@ class VendorServer:
             return self._error(errors[mode], request_id, detail="Invalid request: simulated bad request (error_400)")
         return None
 
-    async def _begin(self, request: Request, endpoint: str) -> tuple[Any, str, str, Response | None]:
-        """Read and count the request, check its key and act out the mode: (body, request id, mode, refusal)."""
+    async def _begin(self, request: Request, endpoint: str) -> tuple[Any, str, str, float, Response | None]:
+        """Read and count the request, check its key, act out the mode: (body, request id, mode, delay, refusal)."""
         raw = await request.body()
         try:
             body: Any = orjson.loads(raw)
@@ -153,12 +154,12 @@ class VendorServer:
         self.stats.record(endpoint, body, request.headers)
         request_id = f"{self.spec.provider}-{next(self._ids):06d}"
         if not self._authorized(request):
-            return body, request_id, "ok", self._error("auth", request_id)
+            return body, request_id, "ok", 0.0, self._error("auth", request_id)
         mode, delay_s = self.control.take()
         refusal = await self._act_out(mode, delay_s, request_id)
         if refusal is None and not isinstance(body, dict):
             refusal = self._error("bad_request", request_id, detail="Request body is not a valid JSON object")
-        return body, request_id, mode, refusal
+        return body, request_id, mode, delay_s, refusal
 
     def _check_model(self, body: dict[str, Any], request_id: str, mode: str) -> ModelSpec | Response:
         name = body.get("model")
@@ -177,7 +178,7 @@ class VendorServer:
     # --- endpoints -----------------------------------------------------------------------------------
 
     async def _chat(self, request: Request) -> Response:
-        body, rid, mode, refusal = await self._begin(request, "chat")
+        body, rid, mode, delay_s, refusal = await self._begin(request, "chat")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "chat")
@@ -198,7 +199,7 @@ class VendorServer:
         prompt_tokens = len(pieces) + extra
         if prompt_tokens + (max_tokens or 0) > model.context_window:
             return self._error("context", rid, limit=model.context_window, tokens=prompt_tokens + (max_tokens or 0))
-        cached = self.cache.lookup_and_store(pieces) if self.cache is not None else 0
+        cached = self.cache.lookup_and_store(pieces, model.name) if self.cache is not None else 0
         n_out, finish = textsim.output_tokens(max_tokens)
         reply = textsim.reply_pieces(model.name, textsim.last_user_text(messages), n_out)
         usage = None if mode == "no_usage" else usage_body(self.spec.dialect, prompt_tokens, n_out, cached)
@@ -206,7 +207,8 @@ class VendorServer:
         if body.get("stream") is True:
             opts = body.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            chunks = self._stream(f"chatcmpl-{rid}", shown_model, reply, finish, usage, include_usage, mode, prompt_tokens)
+            chunks = self._stream(f"chatcmpl-{rid}", shown_model, reply, finish, usage, include_usage, mode, delay_s,
+                                  prompt_tokens)
             return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         answer: dict[str, Any] = {
             "id": f"chatcmpl-{rid}",
@@ -226,13 +228,14 @@ class VendorServer:
 
     async def _stream(
         self, cid: str, model: str, reply: list[str], finish: str, usage: dict[str, Any] | None,
-        include_usage: bool, mode: str, prompt_tokens: int,
+        include_usage: bool, mode: str, delay_s: float, prompt_tokens: int,
     ) -> AsyncIterator[bytes]:
         dialect = self.spec.dialect
         created = int(time.time())
         # OpenAI-style vendors put "usage": null on every chunk once the client asked for usage.
         null_usage = dialect.stream_usage == "final_usage_chunk" and include_usage and usage is not None
         cumulative = dialect.stream_usage == "every_chunk" and usage is not None
+        cached = _cached_of(usage) if usage is not None else 0
 
         def chunk(delta: dict[str, Any], finish_reason: str | None, done_tokens: int) -> dict[str, Any]:
             c: dict[str, Any] = {
@@ -242,7 +245,7 @@ class VendorServer:
             if null_usage:
                 c["usage"] = None
             elif cumulative:
-                c["usage"] = usage_body(dialect, prompt_tokens, done_tokens, _cached_of(usage))
+                c["usage"] = usage_body(dialect, prompt_tokens, done_tokens, cached)
             return c
 
         if dialect.keepalive:
@@ -254,6 +257,8 @@ class VendorServer:
         for i, group in enumerate(groups):
             if mode == "drop_mid_stream" and i == len(groups) // 2:
                 raise DroppedConnection("drop_mid_stream")
+            if mode == "slow_stream":
+                await self._sleep(delay_s)
             sent += len(group)
             yield _sse(chunk({"content": "".join(group)}, None, sent))
             if dialect.keepalive and i % 3 == 2:
@@ -271,7 +276,7 @@ class VendorServer:
         yield b"data: [DONE]\n\n"
 
     async def _embeddings(self, request: Request) -> Response:
-        body, rid, mode, refusal = await self._begin(request, "embeddings")
+        body, rid, mode, _, refusal = await self._begin(request, "embeddings")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "embedding")

@@ -67,6 +67,12 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
     return specs
 
 
+def default_ports(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG) -> dict[str, int]:
+    """The ports of the config's default URLs (e.g. 18101 for volcengine), for a demo whose URLs stay stable."""
+    config = load_config(path, env={})
+    return {name: port for name, p in config.providers.items() if (port := urlsplit(p.api_base).port)}
+
+
 def _max_opt(a: int | None, b: int | None) -> int | None:
     return None if a is None and b is None else max(a or 0, b or 0)
 
@@ -133,9 +139,10 @@ class VendorCluster:
                     raise
                 port = sock.getsockname()[1]
                 vendor.bind_loop()
-                # log_config/log_level None: do not reconfigure the process's logging (the gateway may share it).
-                config = uvicorn.Config(vendor.app, log_config=None, log_level=None, access_log=False,
-                                        lifespan="off", ws="none", timeout_graceful_shutdown=1)
+                # log_config/log_level None and access_log left at its default: uvicorn would otherwise
+                # reconfigure the process-wide `uvicorn.*` loggers, which the gateway's own server shares.
+                config = uvicorn.Config(vendor.app, log_config=None, log_level=None, lifespan="off", ws="none",
+                                        timeout_graceful_shutdown=1)
                 server = _VendorUvicorn(config)
                 self._servers.append(server)
                 self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"vendor-{provider}"))
