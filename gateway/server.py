@@ -17,11 +17,11 @@ def _http() -> str:
     return "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 
-def uvicorn_config(config: Config, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(config: Config, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     from gateway.app import create_app
 
     return uvicorn.Config(create_app(config), host=host, port=port, loop=_loop(), http=_http(), access_log=False,
-                          log_level="info", timeout_graceful_shutdown=30)
+                          log_level=log_level, timeout_graceful_shutdown=30)
 
 
 def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:
