@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,7 +31,11 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
     lowered = text.lower()
     if lowered in (".inf", "+.inf", "-.inf", ".nan"):
         return Decimal("NaN") if "nan" in lowered else Decimal(lowered.replace(".inf", "Infinity"))
-    return Decimal(text)
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise yaml.constructor.ConstructorError(None, None, f"not a decimal number: {text!r}",
+                                                node.start_mark) from None
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
@@ -62,8 +66,10 @@ def interpolate_env(data: Any, env: Mapping[str, str], path: str = "") -> Any:
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
+            value = env.get(name)
+            # `${VAR:-default}` means "unset or empty", as in the shell and docker-compose.
+            if value is not None and (value != "" or default is None):
+                return value
             if default is not None:
                 return default
             raise PathError(path, f"environment variable {name} is not set")

@@ -53,7 +53,7 @@ class Decision:
     @property
     def all_context_length(self) -> bool:
         """True when every deployment was excluded because the request does not fit its context window."""
-        return bool(self.excluded) and all(e.reason == CONTEXT_LENGTH for e in self.excluded)
+        return not self.candidates and bool(self.excluded) and all(e.reason == CONTEXT_LENGTH for e in self.excluded)
 
 
 def _exclusion(d: Deployment, facts: RequestFacts, cooling: frozenset[str]) -> Exclusion | None:

@@ -87,7 +87,8 @@ def _providers(value: Any) -> frozenset[str] | None:
     else:
         raise BadRequest("'providers' must be a list of provider names or a comma-separated string",
                          param="gateway.providers")
-    return frozenset(p for p in items if p)
+    allowed = frozenset(p for p in items if p)
+    return allowed or None  # an empty header means "no allow-list", not "allow nothing"
 
 
 def parse_constraints(body_field: Any, headers: Mapping[str, str]) -> Constraints:
