@@ -38,19 +38,23 @@ class Metrics:
         self.fallbacks = Counter("gateway_fallbacks_total", "Moves to the next deployment after a failure",
                                  ["from_provider", "reason"], registry=r)
         self.price = Gauge("gateway_price_per_million_tokens", "Live base price per 1M tokens",
-                           ["provider", "model", "direction", "currency"], registry=r)
-        self.price_version = Gauge("gateway_price_table_version", "Price version in force", registry=r)
+                           ["provider", "model", "direction", "currency"], registry=r,
+                           multiprocess_mode="mostrecent")
+        self.price_version = Gauge("gateway_price_table_version", "Price version in force", registry=r,
+                                   multiprocess_mode="max")
         self.provider_healthy = Gauge("gateway_provider_healthy", "1 healthy, 0 cooling down",
-                                      ["provider"], registry=r)
+                                      ["provider"], registry=r, multiprocess_mode="livemostrecent")
         self.budget_spent = Gauge("gateway_budget_spent", "Team spend in the current budget period",
-                                  ["team", "currency"], registry=r)
+                                  ["team", "currency"], registry=r, multiprocess_mode="mostrecent")
         self.budget_limit = Gauge("gateway_budget_limit", "Team budget for the current period",
-                                  ["team", "currency"], registry=r)
+                                  ["team", "currency"], registry=r, multiprocess_mode="mostrecent")
         self.savings = Counter("gateway_savings_total", "Baseline cost minus actual cost",
                                ["team", "currency"], registry=r)
-        self.ledger_pending = Gauge("gateway_ledger_pending_rows", "Ledger rows not yet durable", registry=r)
+        self.ledger_pending = Gauge("gateway_ledger_pending_rows", "Ledger rows not yet durable", registry=r,
+                                    multiprocess_mode="livesum")
         self.feed_last_success = Gauge("gateway_price_feed_last_success_timestamp_seconds",
-                                       "Last successful poll of a price feed", ["feed"], registry=r)
+                                       "Last successful poll of a price feed", ["feed"], registry=r,
+                                       multiprocess_mode="max")
 
     def record_usage(self, provider: str, model: str, team: str, usage: Usage, cost: Cost,
                      baseline_cost: Decimal | None) -> None:

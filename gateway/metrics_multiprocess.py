@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, MutableMapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -36,13 +36,14 @@ GAUGE_MODES: dict[str, str] = {
     "gateway_price_per_million_tokens": "mostrecent",
     # Versions only increase: the newest any worker has applied.
     "gateway_price_table_version": "max",
-    # 0 as soon as one running worker is skipping the provider (each worker must set 1 for every provider at
-    # start-up, since an unset child reads 0).
-    "gateway_provider_healthy": "livemin",
+    # Health is set from the (shared) cool-down state when a worker refreshes its gauges: the freshest reading
+    # of a running worker wins (min would keep a stale 0 from a worker that has not refreshed since).
+    "gateway_provider_healthy": "livemostrecent",
     # Shared team budget state, read by each worker: the freshest reading wins (set() only).
     "gateway_budget_spent": "mostrecent",
     "gateway_budget_limit": "mostrecent",
-    # Each worker has its own write queue; a dead worker's queue is gone (its rows are recovered at start-up).
+    # Each worker has its own write queue: the sum over running workers (a dead worker's queue is gone; its rows
+    # are recovered at start-up).
     "gateway_ledger_pending_rows": "livesum",
     # The latest success of any worker; kept after a worker dies, so a feed nobody polls any more goes stale
     # (and alerts) instead of vanishing.
@@ -114,7 +115,7 @@ def metrics_response(
 
     With `PROMETHEUS_MULTIPROC_DIR` set: every worker's values merged (the given registry is not used, since
     in this mode it would only hold this worker's own). Else: the given registry. `accept` is the request's
-    Accept header (OpenMetrics when the scraper asks for it, else the Prometheus text format).
+    Accept header (OpenMetrics when the scraper asks for it, else the Prometheus text format 0.0.4).
     """
     path = multiprocess_dir(env)
     if path is not None:
@@ -125,7 +126,5 @@ def metrics_response(
         source = registry
     else:
         raise ValueError("no registry given and PROMETHEUS_MULTIPROC_DIR is not set")
-    if accept:
-        encoder, content_type = choose_encoder(accept)
-        return encoder(source), content_type
-    return generate_latest(source), CONTENT_TYPE_LATEST
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(source), content_type

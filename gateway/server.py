@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import uvicorn
 
 from gateway.config.schema import Config
+from gateway.metrics_multiprocess import prepare_multiprocess_dir
 
 
 def _loop() -> str:
@@ -25,10 +27,9 @@ def uvicorn_config(config: Config, host: str, port: int, log_level: str = "info"
 
 
 def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        prepare_multiprocess_dir()  # one fresh directory for all workers: a restart does not double-count
     if workers > 1:
-        from gateway.metrics_exposition import prepare_multiprocess_dir
-
-        prepare_multiprocess_dir()
         uvicorn.run("gateway.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                     loop=_loop(), http=_http(), access_log=False, log_level="info")
         return

@@ -13,7 +13,7 @@ from gateway.explain import decision_json
 from gateway.http.admin_auth import require_admin
 from gateway.http.errors import error_response
 from gateway.http.openai_routes import read_body
-from gateway.metrics_exposition import render_metrics
+from gateway.metrics_multiprocess import metrics_response
 
 router = APIRouter()
 
@@ -46,7 +46,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     services = request.app.state.services
     services.refresh_gauges()
-    body, content_type = render_metrics(services.metrics.registry)
+    body, content_type = metrics_response(services.metrics.registry, request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 
