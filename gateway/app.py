@@ -15,16 +15,22 @@ from starlette.responses import Response
 from gateway.config.load import load_config, resolve_config_path
 from gateway.config.schema import Config
 from gateway.errors import BadRequest, GatewayError
-from gateway.http import ops_routes, openai_routes
+from gateway import db
+from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
 from gateway.http.errors import error_response
-from gateway.ledger.base import Ledger, MemoryLedger
+from gateway.ledger.base import Ledger
+from gateway.ledger.recovery import stale_after_for
+from gateway.ledger.writer import SqlLedger
+from gateway.limits.wiring import build_limits
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
-from gateway.prices.book import PriceBook, version_from_config
+from gateway.prices.feeds import PriceFeeds
+from gateway.prices.gauges import PriceGaugeWatcher
+from gateway.prices.store import PriceStore, redis_from_config
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
+from gateway.db import create_engine
 from gateway.services import Services
-from gateway.state.base import CooldownPolicy, LocalHealth
 from gateway.tokens import TokenCounter
 
 
@@ -32,32 +38,51 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def cooldown_policies(config: Config) -> dict[str, CooldownPolicy]:
-    g = config.gateway
-    return {
-        name: CooldownPolicy(
-            p.cooldown_after_failures if p.cooldown_after_failures is not None else g.cooldown_after_failures,
-            p.cooldown_s if p.cooldown_s is not None else g.cooldown_s,
-        )
-        for name, p in config.providers.items()
-    }
-
-
 async def build_services(config: Config, *, ledger: Ledger | None = None,
                          providers: dict[str, Provider] | None = None, replica_id: str | None = None,
                          metrics: Metrics | None = None) -> Services:
-    deployments = [d.to_deployment() for d in config.deployments]
+    """Everything the request path needs, started. `ledger`/`providers` overrides are for tests and benchmarks."""
+    metrics = metrics if metrics is not None else Metrics()
+    replica = replica_id or config.gateway.replica_id or default_replica_id()
+    engine = create_engine(config.gateway.ledger_url)
+    await db.upgrade(engine)
+    redis = redis_from_config(config)
+    price_store = PriceStore(engine, config, redis=redis)
+    await price_store.start()
+    limits = build_limits(config, engine, redis, metrics=metrics)
+    await limits.start()
+    if ledger is None:
+        baseline = config.savings_baseline
+        ledger = SqlLedger(engine, replica_id=replica, stale_after_s=stale_after_for(config),
+                           price_lookup=price_store.book.get, migrate=False,
+                           baseline=(baseline.provider, baseline.model) if baseline is not None else None)
     services = Services(
         config=config,
-        deployments=deployments,
-        price_book=PriceBook([version_from_config(config)]),
-        health=LocalHealth(cooldown_policies(config)),
-        ledger=ledger if ledger is not None else MemoryLedger(),
-        metrics=metrics if metrics is not None else Metrics(),
+        deployments=[d.to_deployment() for d in config.deployments],
+        price_book=price_store.book,
+        health=limits.health,
+        ledger=ledger,
+        metrics=metrics,
         providers=providers if providers is not None else build_providers(config),
         tokens=TokenCounter(),
-        replica_id=replica_id or config.gateway.replica_id or default_replica_id(),
+        replica_id=replica,
+        auth=limits.auth,
+        budgets=limits.budgets,
+        ratelimit=limits.ratelimit,
+        keys=limits.keys,
+        engine=engine,
+        price_store=price_store,
+        redis=redis,
     )
+    services.closers.append(limits.stop)
+    services.closers.append(price_store.stop)
+    await ledger.start()
+    services.closers.insert(0, ledger.stop)
+    feeds = PriceFeeds(config, price_store, metrics)
+    gauges = PriceGaugeWatcher(metrics, lambda: price_store.book, services.deployments)
+    for part in (feeds, gauges):
+        await part.start()
+        services.closers.insert(0, part.stop)
     return services
 
 
@@ -67,16 +92,20 @@ async def stop_services(services: Services) -> None:
             await task  # let metering of streams still in progress finish and reach the ledger
         except Exception:
             pass
-    await services.ledger.stop()
+    for close in services.closers:
+        await close()
     for provider in services.providers.values():
         await provider.aclose()
+    if services.redis is not None:
+        await services.redis.aclose()
+    if services.engine is not None:
+        await services.engine.dispose()
 
 
 def create_app(config: Config, **overrides: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(config, **overrides)
-        await services.ledger.start()
         app.state.services = services
         app.state.pipeline = Pipeline(services)
         try:
@@ -85,8 +114,9 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
             await stop_services(services)
 
     app = FastAPI(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(openai_routes.router)
-    app.include_router(ops_routes.router)
+    for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
+                   admin_reports.router):
+        app.include_router(router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -45,6 +45,8 @@ class Services:
     keys: Any = None
     engine: Any = None  # the ledger database (AsyncEngine), when configured
     price_store: Any = None
+    redis: Any = None
+    closers: list[Any] = field(default_factory=list)  # async stop() callables, run in order at shutdown
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     by_model: dict[str, list[Deployment]] = field(default_factory=dict)
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError
 from gateway.explain import decision_json
-from gateway.http.admin_auth import require_admin
+from gateway.http.auth import require_admin
 from gateway.http.errors import error_response
 from gateway.http.openai_routes import read_body
 from gateway.metrics_multiprocess import metrics_response

@@ -110,6 +110,10 @@ class KeyStore:
         self._teams: dict[str, TeamRecord] = {}
         self._publish: Listener | None = None  # set by KeySync when Redis is configured
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     def set_publisher(self, publish: Listener | None) -> None:
         self._publish = publish
 

@@ -21,11 +21,20 @@ from gateway.keys.store import KeyStore
 log = logging.getLogger(__name__)
 
 
+async def publish_event(redis: Any, prefix: str, event: str, subject: str) -> None:
+    """Tell every replica: `revoked` (key id; also kept in the revoked-set) or `changed` (reload the cache).
+    Used by the store on a replica and by the `gateway keys` CLI, which runs outside any replica."""
+    if event == "revoked":
+        await redis.sadd(f"{prefix}keys:revoked", subject)
+    await redis.publish(f"{prefix}keys:events", f"{event}:{subject}")
+
+
 class KeySync:
     def __init__(self, store: KeyStore, redis: Any | None = None, *, prefix: str = "gw:",
                  reload_s: float | None = None) -> None:
         self._store = store
-        self._redis = redis
+        self._redis: Any = redis
+        self._prefix = prefix
         self._revoked_key = f"{prefix}keys:revoked"
         self._channel = f"{prefix}keys:events"
         self._reload_s = reload_s if reload_s is not None else (30.0 if redis is not None else 1.0)
@@ -54,9 +63,7 @@ class KeySync:
         return [m.decode() if isinstance(m, bytes) else m for m in await self._redis.smembers(self._revoked_key)]
 
     async def _publish(self, event: str, subject: str) -> None:
-        if event == "revoked":
-            await self._redis.sadd(self._revoked_key, subject)
-        await self._redis.publish(self._channel, f"{event}:{subject}")
+        await publish_event(self._redis, self._prefix, event, subject)
 
     async def _run(self) -> None:
         while True:

@@ -29,7 +29,8 @@ FORMATS: tuple[str, ...] = ("gateway", "litellm", "openrouter")
 
 # Price fields a gateway-format entry may carry (plus provider/model; context_window/quality are config facts).
 PRICE_FIELDS = ("currency", "per", "input", "output", "cached_input", "tiers", "off_peak")
-_ABOVE_RE = re.compile(r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost)_above_(\d+)k_tokens$")
+_ABOVE_RE = re.compile(
+    r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost)_above_(\d+)(k?)_tokens$")
 _TIER_FIELD = {"input_cost_per_token": "input", "output_cost_per_token": "output",
                "cache_read_input_token_cost": "cached_input"}
 
@@ -97,9 +98,12 @@ def parse_datetime(value: Any, param: str) -> datetime:
 
 def parse_gateway_document(data: Any) -> PriceFile:
     """The gateway's own shape (`GET /admin/prices`, `PUT /admin/prices`, config/prices/*.yaml), already decoded."""
+    if isinstance(data, dict) and "prices" not in data and isinstance(data.get("fx_rates"), dict):
+        data = {**data, "prices": []}  # a change of FX rates alone
     if not isinstance(data, dict) or not isinstance(data.get("prices"), list):
         raise BadRequest("expected an object with a `prices` list", param="prices")
-    unknown = set(data) - {"prices", "fx_rates", "effective_from", "version", "scheduled"}
+    # version, scheduled and reporting_currency are what GET adds; sending a GET body back is fine.
+    unknown = set(data) - {"prices", "fx_rates", "effective_from", "version", "scheduled", "reporting_currency"}
     if unknown:
         key = sorted(unknown)[0]
         raise BadRequest(f"{key}: unknown key", param=key)
@@ -171,7 +175,8 @@ def _litellm_tiers(item: Mapping[str, Any], max_input: int | None) -> list[dict[
     for key, value in item.items():
         m = _ABOVE_RE.match(key)
         if m and (d := _per_million(value)) is not None:
-            above.setdefault(int(m.group(2)) * 1000, {})[_TIER_FIELD[m.group(1)]] = d
+            threshold = int(m.group(2)) * (1000 if m.group(3) else 1)  # `_above_128k_` or `_above_128000_`
+            above.setdefault(threshold, {})[_TIER_FIELD[m.group(1)]] = d
     if not above:
         return None
     # Base prices apply up to the first threshold; each "above N" price up to the next threshold. The last
@@ -270,9 +275,9 @@ def match(file: PriceFile, config: Config) -> tuple[dict[DeploymentKey, PriceEnt
         known = {(d.provider, d.model) for d in config.deployments}
         unmatched = []
         for e in file.entries:
-            key = (e.provider or "", e.model or "")
-            if key in known:
-                matched[key] = e
+            dkey = (e.provider or "", e.model or "")
+            if dkey in known:
+                matched[dkey] = e
             else:
                 unmatched.append(e)
         return matched, unmatched
@@ -331,9 +336,9 @@ def version_document(version: PriceVersion, deployments: Iterable[DeploymentConf
             rows.append({"provider": provider, "model": model, **price_fields(price)})
     else:
         for d in deployments:
-            price = version.prices.get((d.provider, d.model))
-            if price is not None:
-                rows.append({"provider": d.provider, "model": d.model, **price_fields(price),
+            found = version.prices.get((d.provider, d.model))
+            if found is not None:
+                rows.append({"provider": d.provider, "model": d.model, **price_fields(found),
                              "context_window": d.context_window, "quality": d.quality})
     doc["prices"] = rows
     return doc

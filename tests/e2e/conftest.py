@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import sqlite3
+import tempfile
 import threading
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -51,11 +54,28 @@ class GatewayThread:
         self.thread.join(timeout=30)
 
 
-def demo_config(vendors: VendorCluster, edit: Callable[[dict[str, Any]], None] | None = None) -> Any:
+def demo_config(vendors: VendorCluster, edit: Callable[[dict[str, Any]], None] | None = None,
+                ledger_url: str | None = None) -> Any:
+    """config/demo.yaml pointed at the running vendors, with a fresh SQLite ledger (or the given one)."""
     data = parse_yaml_text(DEMO.read_text())
     if edit is not None:
         edit(data)
-    return load_config_data(data, "e2e", env={**env_for(vendors), "GATEWAY_LEDGER_URL": "sqlite:///:memory:"})
+    if ledger_url is None:
+        ledger_url = f"sqlite:///{tempfile.mkdtemp(prefix='gw-e2e-')}/ledger.db"
+    return load_config_data(data, "e2e", env={**env_for(vendors), "GATEWAY_LEDGER_URL": ledger_url})
+
+
+def ledger_rows(gateway: GatewayThread, wait_for: int = 0, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The gateway's ledger rows (read with sqlite3), once at least `wait_for` of them are no longer in flight."""
+    path = gateway.services.config.gateway.ledger_url.removeprefix("sqlite:///")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with closing(sqlite3.connect(path)) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY id")]
+        if len([r for r in rows if r["status"] != "in_flight"]) >= wait_for or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

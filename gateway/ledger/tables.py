@@ -1,0 +1,204 @@
+"""The ledger's tables and the two column types that make it exact on both backends.
+
+Money: PostgreSQL stores it as `NUMERIC` (exact, summed server-side by `SUM`). SQLite has no exact numeric type
+(its NUMERIC affinity turns '0.0000056' into a REAL), so there money is fixed-point decimal *text* with 18
+decimals ('0.000005600000000000'), which SQL can sum exactly as three int64 sums (integer part, decimals 1-9,
+decimals 10-18; see `queries.py`). A value needing more than 18 decimals is still stored exactly, padded to 27,
+36, ... decimals, and its row's `money_scale` says so, so a report sums those rows by a slower exact path
+instead. Scaled int64 was rejected: at 1e-12 units a per-group SUM overflows at ~9.2 million, and costs such as
+a USD per-token price times a 4-decimal FX rate need more than 12 decimals to be exact.
+
+Times: UTC. SQLite stores naive UTC text ('2026-11-01 00:00:00.000000', which sorts as time), PostgreSQL
+`timestamptz`; both come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+from gateway.domain import Cost
+
+BASE_SCALE = 18  # decimals of money text on SQLite; larger scales are multiples of 9
+_PIECE = 9
+
+STATUSES = (
+    "in_flight", "success", "upstream_error", "client_error", "client_disconnected", "interrupted", "stream_error",
+)
+
+
+def decimals_of(value: Decimal) -> int:
+    exp = value.as_tuple().exponent
+    return max(0, -int(exp))  # type: ignore[arg-type]
+
+
+def scale_for(value: Decimal) -> int:
+    """The fixed-point scale `value` is stored at: 18, or the next multiple of 9 that holds it exactly."""
+    d = decimals_of(value)
+    return BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE
+
+
+def row_scale(*values: Decimal | None) -> int:
+    return max((scale_for(v) for v in values if v is not None), default=BASE_SCALE)
+
+
+def money_text(value: Decimal) -> str:
+    """Exact fixed-point text: no exponent, at least 18 decimals. Money is never negative in the ledger."""
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"ledger money must be a finite, non-negative decimal, got {value!r}")
+    text = format(value, "f")
+    if text.startswith("-"):  # Decimal('-0')
+        text = text[1:]
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(scale_for(value), '0')}"
+
+
+class Money(sa.types.TypeDecorator[Decimal]):
+    """Exact decimal: NUMERIC on PostgreSQL, fixed-point text on SQLite. Accepts Decimal (or int), returns Decimal."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.NUMERIC())
+        return dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float) or not isinstance(value, (Decimal, int)):
+            raise TypeError(f"money must be Decimal, got {type(value).__name__}")
+        value = Decimal(value)
+        if dialect.name == "postgresql":
+            money_text(value)  # same validation on both backends
+            return value
+        return money_text(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive input is refused (it would be ambiguous)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"ledger times must be timezone-aware datetimes, got {value!r}")
+        utc = value.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a SQLite expression
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData()
+
+# BIGINT on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid, so rows are stored in insertion (≈ time)
+# order and a month's range scan reads neighbouring pages.
+_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("replica_id", sa.String(128), nullable=False),
+    sa.Column("team", sa.String(128), nullable=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("route", sa.String(128), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("upstream_model", sa.String(128), nullable=False),
+    sa.Column("price_version", sa.Integer, nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("prompt_tokens_estimate", sa.Integer, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    # In the deployment's own currency.
+    sa.Column("currency", sa.String(3)),
+    sa.Column("input_cost", Money()),
+    sa.Column("cached_input_cost", Money()),
+    sa.Column("output_cost", Money()),
+    sa.Column("total_cost", Money()),
+    # In the reporting currency of the row's price version (fx_rate: reporting units per 1 unit of `currency`).
+    sa.Column("reporting_currency", sa.String(3)),
+    sa.Column("fx_rate", Money()),
+    sa.Column("input_cost_reporting", Money()),
+    sa.Column("cached_input_cost_reporting", Money()),
+    sa.Column("output_cost_reporting", Money()),
+    sa.Column("total_cost_reporting", Money()),
+    sa.Column("baseline_cost", Money()),  # reporting currency; NULL when no savings baseline applied
+    sa.Column("money_scale", sa.SmallInteger, nullable=False),
+    sa.Column("usage_source", sa.String(16)),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Integer),
+    sa.Column("ttft_ms", sa.Integer),
+    sa.Column("error_kind", sa.String(32)),
+    sa.Index("ix_ledger_started_at", "started_at"),
+    # Only in-flight rows: tiny, and exactly what recovery scans.
+    sa.Index("ix_ledger_in_flight", "replica_id", sqlite_where=sa.text("status = 'in_flight'"),
+             postgresql_where=sa.text("status = 'in_flight'")),
+)
+
+replicas = sa.Table(
+    "ledger_replicas",
+    metadata,
+    sa.Column("replica_id", sa.String(128), primary_key=True),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
+    sa.Column("stopped_at", UtcDateTime()),
+)
+
+
+# Products and sums of exact decimals are exact given enough digits; this context never rounds them (it is
+# never used to divide).
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
+
+
+def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, Any]:
+    """The money columns of a row: each direction in the deployment's currency and, exactly, in the reporting one."""
+    values: dict[str, Any] = dict.fromkeys(MONEY_COLUMNS)
+    values.update(currency=None, reporting_currency=None, fx_rate=None)
+    if cost is not None:
+        fx = cost.fx_rate
+        parts = (cost.input, cost.cached_input, cost.output)
+        total = EXACT.add(EXACT.add(parts[0], parts[1]), parts[2])
+        values.update(
+            currency=cost.currency, reporting_currency=cost.reporting_currency, fx_rate=fx,
+            input_cost=parts[0], cached_input_cost=parts[1], output_cost=parts[2], total_cost=total,
+            input_cost_reporting=EXACT.multiply(parts[0], fx),
+            cached_input_cost_reporting=EXACT.multiply(parts[1], fx),
+            output_cost_reporting=EXACT.multiply(parts[2], fx),
+            total_cost_reporting=EXACT.multiply(total, fx),
+        )
+    values["baseline_cost"] = baseline_cost
+    # fx_rate is never summed, so it does not decide the row's scale.
+    values["money_scale"] = row_scale(*(values[c] for c in MONEY_COLUMNS))
+    return values
+
+
+MONEY_COLUMNS = (
+    "input_cost", "cached_input_cost", "output_cost", "total_cost", "input_cost_reporting",
+    "cached_input_cost_reporting", "output_cost_reporting", "total_cost_reporting", "baseline_cost",
+)

@@ -1,0 +1,254 @@
+"""The SQL ledger (SQLite or PostgreSQL): durable in-flight rows, completed rows, with group commit.
+
+Group commit: every write becomes an operation on one asyncio queue, drained by one background task. The task
+takes everything that is waiting (up to `max_batch`), writes it in ONE transaction (inserts first, as one
+multi-row statement, then updates as one executemany), and only then resolves the callers' futures. While a
+transaction is in progress new operations pile up and form the next batch, so 100 concurrent requests cost a
+handful of commits, not 200, and an idle gateway still commits a lone write at once (no linger timer).
+A single writer task also means this process is one writer to SQLite, so it never contends with itself.
+
+All database work is awaited on the async engine (aiosqlite runs SQLite in its own thread; asyncpg is native),
+so the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway import db
+from gateway.domain import DeploymentKey, LedgerEntry
+from gateway.ledger.recovery import PriceLookup, heartbeat, recover
+from gateway.ledger.tables import cost_columns, ledger
+
+log = logging.getLogger(__name__)
+
+# Columns `finish` may change: the deployment can differ from the one opened (fallback), the rest is the outcome.
+_UPDATABLE = (
+    "route", "provider", "model", "upstream_model", "price_version", "input_tokens", "cached_input_tokens",
+    "output_tokens", "currency", "input_cost", "cached_input_cost", "output_cost", "total_cost",
+    "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
+    "output_cost_reporting", "total_cost_reporting", "baseline_cost", "money_scale", "usage_source", "status",
+    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at",
+)
+_UPDATE = (
+    ledger.update()
+    .where(ledger.c.request_id == sa.bindparam("b_request_id"))
+    .values({c: sa.bindparam(f"b_{c}") for c in _UPDATABLE})
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def entry_values(entry: LedgerEntry, now: datetime) -> dict[str, Any]:
+    """Every column of the row `entry` describes (a pure function)."""
+    usage = entry.usage
+    return {
+        "request_id": entry.request_id, "started_at": entry.started_at,
+        "finished_at": None if entry.status == "in_flight" else now,
+        "replica_id": entry.replica_id, "team": entry.team, "key_id": entry.key_id, "route": entry.route,
+        "provider": entry.provider, "model": entry.model, "upstream_model": entry.upstream_model,
+        "price_version": entry.price_version, "stream": entry.stream,
+        "prompt_tokens_estimate": entry.prompt_tokens_estimate,
+        "input_tokens": usage.input_tokens if usage else 0,
+        "cached_input_tokens": usage.cached_input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "usage_source": usage.source if usage else None,
+        "status": entry.status, "attempts": entry.attempts, "latency_ms": entry.latency_ms,
+        "ttft_ms": entry.ttft_ms, "error_kind": entry.error_kind,
+        **cost_columns(entry.cost, entry.baseline_cost),
+    }
+
+
+@dataclass(eq=False)
+class _Op:
+    kind: Literal["insert", "update", "heartbeat"]
+    values: dict[str, Any]
+    future: asyncio.Future[None] | None = None
+    tries: int = 0
+    counts: bool = True  # a ledger row (not a heartbeat): part of pending_rows()
+
+
+_STOP = object()
+
+
+class SqlLedger:
+    """The `Ledger` of the request path, on the async engine the caller owns (stop() does not dispose it)."""
+
+    def __init__(self, engine: AsyncEngine, *, replica_id: str, stale_after_s: float = 90.0,
+                 heartbeat_s: float = 5.0, recover_every_s: float = 60.0, price_lookup: PriceLookup | None = None,
+                 baseline: DeploymentKey | None = None, migrate: bool = True, max_batch: int = 1000,
+                 retry_s: float = 1.0, max_tries: int = 5, clock: Callable[[], datetime] = utc_now) -> None:
+        if heartbeat_s * 3 > stale_after_s:
+            raise ValueError("stale_after_s must be several heartbeats long, or live replicas look dead")
+        self._engine = engine
+        self.replica_id = replica_id
+        self._stale_after_s = stale_after_s
+        self._heartbeat_s = heartbeat_s
+        self._recover_every_s = recover_every_s
+        self._price_lookup = price_lookup
+        self._baseline = baseline
+        self._migrate = migrate
+        self._max_batch = max_batch
+        self._retry_s = retry_s
+        self._max_tries = max_tries
+        self._clock = clock
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+        self.transactions = 0  # committed write batches (tests and benchmarks read it)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._migrate:
+            await db.upgrade(self._engine)
+        # Before our first heartbeat and write, rows under our own id can only be a dead predecessor's.
+        await self.recover(include_own=True)
+        async with self._engine.begin() as conn:
+            await heartbeat(conn, self.replica_id, self._clock(), starting=True)
+        self._writer = asyncio.create_task(self._write_loop(), name="ledger-writer")
+        self._ticker = asyncio.create_task(self._tick_loop(), name="ledger-heartbeat")
+
+    async def stop(self) -> None:
+        """Flush everything accepted, then mark this replica stopped (its leftovers become recoverable at once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._writer is not None:
+            self._queue.put_nowait(_STOP)
+            await self._writer
+        with contextlib.suppress(Exception):  # best effort: without it the heartbeat simply goes stale
+            async with self._engine.begin() as conn:
+                await heartbeat(conn, self.replica_id, self._clock(), stopping=True)
+
+    async def recover(self, *, include_own: bool = False) -> list[str]:
+        return await recover(self._engine, self._clock(), self._stale_after_s, price_lookup=self._price_lookup,
+                             baseline=self._baseline, own_replica=self.replica_id if include_own else None)
+
+    # ------------------------------------------------------------------------------------- the Ledger API
+    async def open(self, entry: LedgerEntry) -> None:
+        values = entry_values(entry, self._clock())
+        # The row names the process that heartbeats for it, whatever the entry says: a mismatch would let
+        # recovery take a live request for an orphan.
+        values["replica_id"] = self.replica_id
+        await self._submit("insert", values, wait=True)
+
+    async def finish(self, entry: LedgerEntry, *, wait: bool) -> None:
+        """Complete the row. An entry still `in_flight` updates it in place (deployment after a fallback,
+        output counted so far), which recovery then bills if this process dies."""
+        values = entry_values(entry, self._clock())
+        await self._submit("update", {k: values[k] for k in ("request_id", *_UPDATABLE)}, wait=wait)
+
+    def pending_rows(self) -> int:
+        return self._pending
+
+    # ---------------------------------------------------------------------------------------- group commit
+    async def _submit(self, kind: Literal["insert", "update"], values: dict[str, Any], *, wait: bool) -> None:
+        if self._closed or self._writer is None:
+            raise RuntimeError("the ledger is not running (start() not called, or stopped)")
+        fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
+        self._pending += 1
+        self._queue.put_nowait(_Op(kind, values, fut))
+        if fut is not None:
+            # Shielded: a caller cancelled (client gone) must not cancel the write, which is already queued.
+            await asyncio.shield(fut)
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Op] = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if nxt is _STOP:
+                    stopping = True  # flush what came before the stop, then end
+                    break
+                batch.append(nxt)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await _write(conn, batch)
+            self.transactions += 1
+            self._resolve(batch, None)
+        except Exception as batch_error:
+            if len(batch) == 1:
+                self._failed(batch[0], batch_error)
+                return
+            # One bad row must not fail its neighbours: retry each on its own.
+            for op in batch:
+                try:
+                    async with self._engine.begin() as conn:
+                        await _write(conn, [op])
+                    self.transactions += 1
+                    self._resolve([op], None)
+                except Exception as e:
+                    self._failed(op, e)
+
+    def _resolve(self, ops: list[_Op], error: BaseException | None) -> None:
+        for op in ops:
+            if op.counts:
+                self._pending -= 1
+            if op.future is not None and not op.future.done():
+                if error is None:
+                    op.future.set_result(None)
+                else:
+                    op.future.set_exception(error)
+
+    def _failed(self, op: _Op, error: Exception) -> None:
+        op.tries += 1
+        if op.future is None and op.kind != "heartbeat" and op.tries < self._max_tries and not self._closed:
+            # Nobody waits for this write (a streamed response already ended): keep it rather than lose a bill.
+            log.warning("ledger write failed (%s), retrying in %.1fs: %s", op.kind, self._retry_s, error)
+            asyncio.get_running_loop().call_later(self._retry_s, self._queue.put_nowait, op)
+            return
+        log.error("ledger write failed for good (%s %s): %s", op.kind, op.values.get("request_id"), error)
+        self._resolve([op], error)
+
+    async def _tick_loop(self) -> None:
+        since_recovery = 0.0
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            # Through the queue: the heartbeat rides along with a batch instead of competing with it.
+            self._queue.put_nowait(_Op("heartbeat", {"replica_id": self.replica_id, "at": self._clock()},
+                                       counts=False))
+            since_recovery += self._heartbeat_s
+            if since_recovery >= self._recover_every_s:
+                since_recovery = 0.0
+                try:  # other replicas may have died while we run
+                    await self.recover()
+                except Exception:
+                    log.exception("periodic ledger recovery failed")
+
+
+async def _write(conn: AsyncConnection, batch: list[_Op]) -> None:
+    inserts = [op.values for op in batch if op.kind == "insert"]
+    updates = [{f"b_{k}": v for k, v in op.values.items()} for op in batch if op.kind == "update"]
+    if inserts:
+        await conn.execute(ledger.insert(), inserts)
+    if updates:
+        await conn.execute(_UPDATE, updates)
+    beats = [op for op in batch if op.kind == "heartbeat"]
+    if beats:
+        await heartbeat(conn, beats[-1].values["replica_id"], beats[-1].values["at"])

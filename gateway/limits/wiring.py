@@ -1,0 +1,83 @@
+"""Builds keys, budgets, rate limits and provider health from the config, for `create_app` and the CLI.
+
+One function picks Redis-backed or in-process implementations, so the choice is made in one place. The caller
+owns the engine and the Redis client (it closes them); `LimitServices.start/stop` run the background tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.http.auth import Authenticator
+from gateway.keys.secrets import derive_secret
+from gateway.keys.store import KeyStore
+from gateway.keys.sync import KeySync
+from gateway.limits.budgets import Budgets, MemoryCounters, ScopeKind, SpendSource
+from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.limits.redis_budgets import RedisCounters
+from gateway.limits.spend import spend_since
+from gateway.state.base import CooldownPolicy, Health, LocalHealth
+from gateway.state.redis_health import RedisHealth
+
+
+def ledger_spend(engine: AsyncEngine) -> SpendSource:
+    async def spend(kind: ScopeKind, name: str, since: datetime) -> Decimal:
+        if kind == "key":
+            return await spend_since(engine, key_id=name, since=since)
+        return await spend_since(engine, team=name, since=since)
+
+    return spend
+
+
+def cooldown_policies(config: Any) -> dict[str, CooldownPolicy]:
+    g = config.gateway
+    return {
+        name: CooldownPolicy(p.cooldown_after_failures or g.cooldown_after_failures,
+                             p.cooldown_s if p.cooldown_s is not None else g.cooldown_s)
+        for name, p in config.providers.items()
+    }
+
+
+@dataclass
+class LimitServices:
+    keys: KeyStore
+    key_sync: KeySync
+    auth: Authenticator
+    budgets: Budgets
+    ratelimit: RateLimiter
+    health: Health
+
+    async def start(self) -> None:
+        await self.key_sync.start()
+        if isinstance(self.health, RedisHealth):
+            await self.health.start()
+
+    async def stop(self) -> None:
+        await self.key_sync.stop()
+        if isinstance(self.health, RedisHealth):
+            await self.health.stop()
+
+
+def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
+                 metrics: Any | None = None) -> LimitServices:
+    g = config.gateway
+    keys = KeyStore(engine, derive_secret(g))
+    prefix = g.redis_prefix
+    if redis is not None:
+        counters: Any = RedisCounters(redis, prefix)
+        ratelimit: RateLimiter = RedisRateLimiter(redis, prefix)
+        health: Health = RedisHealth(redis, cooldown_policies(config), prefix=prefix)
+    else:
+        counters = MemoryCounters()
+        ratelimit = MemoryRateLimiter()
+        health = LocalHealth(cooldown_policies(config))
+    budgets = Budgets(counters, ledger_spend(engine), timezone_name=g.reporting_timezone, metrics=metrics,
+                      currency=g.reporting_currency)
+    return LimitServices(keys=keys, key_sync=KeySync(keys, redis, prefix=prefix),
+                         auth=Authenticator(keys, require_api_key=g.require_api_key),
+                         budgets=budgets, ratelimit=ratelimit, health=health)

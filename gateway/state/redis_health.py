@@ -1,0 +1,168 @@
+"""Provider health shared through Redis: a vendor that fails on one replica is avoided by all.
+
+The router calls `cooling()` on every request, so it reads a local mirror and never awaits. The mirror is
+refreshed by a background task that listens on a pub/sub channel (a cool-down starts: every replica refreshes at
+once) and polls every `poll_s` anyway (a missed message costs at most that long).
+
+Key layout (P = `gateway.redis_prefix`):
+  P health:fails    HASH provider -> consecutive failures (any replica); reset by a success or a cool-down
+  P health:cool     HASH provider -> cool-down deadline, ms on Redis's clock
+  P health:events   channel: "fail:<provider>", "cool:<provider>"
+Deadlines are turned into *remaining* time by Redis (its own clock), and the mirror adds that to the local
+monotonic clock, so replicas whose wall clocks disagree still agree on when a cool-down ends.
+Recent latency stays per replica: it only breaks ties, and each replica's own view is fine for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Callable
+
+from gateway.domain import DeploymentKey
+from gateway.state.base import CooldownPolicy
+
+log = logging.getLogger(__name__)
+
+_FAIL = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if ARGV[4] == '1' or n >= tonumber(ARGV[2]) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[2], ARGV[1], tostring(now + tonumber(ARGV[3])))
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', KEYS[3], 'cool:' .. ARGV[1])
+  return tonumber(ARGV[3])
+end
+redis.call('PUBLISH', KEYS[3], 'fail:' .. ARGV[1])
+return 0
+"""
+
+_SNAPSHOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local left = tonumber(all[i+1]) - now
+  if left > 0 then
+    out[#out+1] = all[i]
+    out[#out+1] = tostring(left)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return out
+"""
+
+_DEFAULT_POLICY = CooldownPolicy(3, 30.0)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisHealth:
+    _ALPHA = 0.2  # latency smoothing, as in LocalHealth
+
+    def __init__(self, redis: Any, policies: dict[str, CooldownPolicy], *, prefix: str = "gw:",
+                 poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self._redis = redis
+        self._policies = policies
+        self._poll_s = poll_s
+        self._clock = clock
+        self._fails_key = f"{prefix}health:fails"
+        self._cool_key = f"{prefix}health:cool"
+        self._channel = f"{prefix}health:events"
+        self._fail = redis.register_script(_FAIL)
+        self._snapshot = redis.register_script(_SNAPSHOT)
+        self._until: dict[str, float] = {}  # provider -> local monotonic deadline
+        self._cooling_cache: frozenset[str] = frozenset()
+        self._maybe_failing: set[str] = set()  # providers whose failure count may be non-zero in Redis
+        self._latency: dict[DeploymentKey, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the Health protocol -------------------------------------------------------------------------------------
+
+    def cooling(self) -> frozenset[str]:
+        if not self._until:
+            return frozenset()
+        now = self._clock()
+        expired = [p for p, t in self._until.items() if t <= now]
+        for p in expired:
+            del self._until[p]
+        if expired or len(self._cooling_cache) != len(self._until):
+            self._cooling_cache = frozenset(self._until)
+        return self._cooling_cache
+
+    def latencies(self) -> dict[DeploymentKey, float]:
+        return self._latency
+
+    async def record_success(self, key: DeploymentKey, latency_s: float) -> None:
+        prev = self._latency.get(key)
+        self._latency[key] = latency_s if prev is None else prev + self._ALPHA * (latency_s - prev)
+        # Only touch Redis when a failure count may exist: successes are the hot path.
+        if key[0] in self._maybe_failing:
+            self._maybe_failing.discard(key[0])
+            await self._redis.hdel(self._fails_key, key[0])
+
+    async def record_failure(self, provider: str, *, rate_limited: bool) -> None:
+        policy = self._policies.get(provider, _DEFAULT_POLICY)
+        cooldown_ms = int(policy.cooldown_s * 1000)
+        result = await self._fail(keys=[self._fails_key, self._cool_key, self._channel],
+                                  args=[provider, policy.after_failures, cooldown_ms, "1" if rate_limited else "0"])
+        if int(result) > 0:
+            self._until[provider] = self._clock() + int(result) / 1000
+            self._maybe_failing.discard(provider)
+        else:
+            self._maybe_failing.add(provider)
+
+    # --- the mirror ----------------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Replace the mirror with Redis's view of current cool-downs."""
+        result = await self._snapshot(keys=[self._cool_key])
+        now = self._clock()
+        self._until = {_s(result[i]): now + int(_s(result[i + 1])) / 1000 for i in range(0, len(result), 2)}
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="health-mirror")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self.refresh()
+                next_poll = self._clock() + self._poll_s
+                while True:
+                    timeout = max(0.0, next_poll - self._clock())
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+                    due = self._clock() >= next_poll
+                    if msg is not None and msg.get("type") == "message":
+                        event, _, provider = _s(msg["data"]).partition(":")
+                        if event == "fail":
+                            self._maybe_failing.add(provider)
+                        else:
+                            due = True
+                    if due:
+                        await self.refresh()
+                        next_poll = self._clock() + self._poll_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # keep the last known view; reconnect shortly
+                log.warning("provider health refresh failed: %s", type(e).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
