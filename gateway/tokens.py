@@ -8,12 +8,17 @@ context-window checks and budget reservations. Images count 765 tokens each (a h
 
 The encoder is loaded once, at start-up; tiktoken's BPE file comes from the copy bundled with the installed
 litellm package (found without importing litellm), because this machine has no network.
+
+Counts of texts are remembered (a bounded LRU keyed by the text): chat clients resend the system prompt and the
+whole conversation on every turn, so most message contents of a request were counted on an earlier one.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import orjson
@@ -21,6 +26,10 @@ import orjson
 _IMAGE_TOKENS = 765
 _PER_MESSAGE = 4
 _REPLY_PRIMER = 3
+_CJK = re.compile("[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CACHE_MAX_ENTRIES = 4096
+_CACHE_MAX_CHARS = 4_000_000  # ~16 MB of text at most, whatever the mix of sizes
+_CACHE_MAX_TEXT = 64_000  # longer texts are counted every time (rare, and they would crowd the cache out)
 
 
 def _point_tiktoken_at_bundled_cache() -> None:
@@ -42,17 +51,33 @@ class TokenCounter:
             self._enc: Any = tiktoken.get_encoding("cl100k_base")
         except Exception:  # no BPE file reachable: fall back to a character rule (~4 chars per token)
             self._enc = None
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cached_chars = 0
 
     def count_text(self, text: str) -> int:
         if not text:
             return 0
+        cache = self._cache
+        n = cache.get(text)
+        if n is not None:
+            cache.move_to_end(text)
+            return n
+        n = self._count(text)
+        size = len(text)
+        if size <= _CACHE_MAX_TEXT:
+            cache[text] = n
+            self._cached_chars += size
+            while len(cache) > _CACHE_MAX_ENTRIES or self._cached_chars > _CACHE_MAX_CHARS:
+                old, _ = cache.popitem(last=False)
+                self._cached_chars -= len(old)
+        return n
+
+    def _count(self, text: str) -> int:
         if self._enc is None:
             return max(1, (len(text.encode("utf-8")) + 3) // 4)
         n = len(self._enc.encode_ordinary(text))
         if not text.isascii():
-            cjk = sum(1 for ch in text if "\u3000" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af"
-                      or "\uf900" <= ch <= "\ufaff")
-            n = max(n, cjk)
+            n = max(n, len(_CJK.findall(text)))
         return n
 
     def _content_tokens(self, content: Any) -> int:

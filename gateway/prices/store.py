@@ -5,8 +5,8 @@ else happens off the request path:
 
 - `start()` loads every version from the database into the book (seeding version 1 from the config when the
   table is empty, and adding deployments the config gained since), then follows other replicas' publishes.
-- `publish()` allocates the next number in the database (insert in a transaction; a clash with another replica
-  re-reads and rebuilds on the newer table), adds the versions to the local book at once, sets the Redis version
+- `publish()` allocates the next number in the database (insert of "newest known + 1" under the primary key;
+  a clash with another replica re-reads and rebuilds on the newer table, so no change is lost), adds the versions to the local book at once, sets the Redis version
   key and publishes the number. Scheduled versions are added to the book immediately; `PriceBook.current`
   brings them into force when their time comes, without a restart.
 - Followers: with Redis, a pub/sub subscription plus the version key (read on every (re)connect and every few
@@ -154,7 +154,7 @@ class PriceStore:
                 self._book = PriceBook([first])  # shown, not stored (e.g. `gateway prices list` on a new ledger)
                 return
             with contextlib.suppress(IntegrityError, OperationalError):  # another replica seeded it first
-                await self._insert([first], "config")
+                await self._insert([first], 1, "config")
             await self.refresh()
         if seed:
             await self.publish(lambda base, at: add_missing_deployments(base, self._config, at), None,
@@ -171,11 +171,16 @@ class PriceStore:
             self._task = None
 
     # --------------------------------------------------------------------------------------- publishing
-    async def _insert(self, drafts: list[PriceVersion], source: str) -> list[PriceVersion]:
+    async def _insert(self, drafts: list[PriceVersion], first: int, source: str) -> list[PriceVersion]:
+        """Insert `drafts` as versions `first`, `first + 1`, ...; IntegrityError when another replica took one.
+
+        `first` is one above the newest version the drafts were built on, never a fresh `max() + 1`: a version
+        committed by another replica in between must make this insert fail (and the caller rebuild), or its
+        change would be silently overwritten.
+        """
         created = _ts(self._clock())
+        numbered = [replace(d, version=first + i) for i, d in enumerate(drafts)]
         async with self._engine.begin() as conn:
-            top = (await conn.execute(sa.select(sa.func.max(T.c.version)))).scalar() or 0
-            numbered = [replace(d, version=top + i + 1) for i, d in enumerate(drafts)]
             await conn.execute(T.insert(), [
                 {"version": v.version, "effective_from": _ts(v.effective_from), "created_at": created,
                  "source": source[:500], "body": encode(v)} for v in numbered])
@@ -189,7 +194,7 @@ class PriceStore:
         own times), so a later scheduled version never undoes an earlier-taking change it did not know about.
         """
         for attempt in range(20):
-            await self.refresh()
+            known = await self.refresh()
             at = effective_time(effective_from, self._clock())
             change = build(self.book.current(at), at)
             if dry_run or not change.diff.has_changes:
@@ -200,7 +205,7 @@ class PriceStore:
                 if again.diff.has_changes:
                     drafts.append(again.version)
             try:
-                numbered = await self._insert(drafts, source)
+                numbered = await self._insert(drafts, known + 1, source)
             except (IntegrityError, OperationalError):
                 # Another replica took the number (or held SQLite's write lock): re-read, rebuild, retry.
                 await asyncio.sleep(0.01 * (attempt + 1))

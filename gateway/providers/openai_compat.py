@@ -22,7 +22,7 @@ from gateway.config.schema import ProviderConfig
 from gateway.decisions.fallback import BAD_RESPONSE, CONNECT, TIMEOUT
 from gateway.domain import Deployment
 from gateway.providers.base import EventStream, JSONResult, UpstreamFailure
-from gateway.providers.sse import iter_sse_data
+from gateway.providers.sse import SSESplitter, iter_sse_data
 
 if TYPE_CHECKING:
     import httpx
@@ -72,11 +72,21 @@ class _AiohttpEventStream:
         self._response = response
 
     async def _payloads(self) -> AsyncIterator[bytes]:
+        # One generator, reading whatever arrived (readany) and splitting it synchronously: no stacked async
+        # iterators per event.
+        splitter = SSESplitter()
+        content = self._response.content
         try:
-            async for payload in iter_sse_data(self._response.content.iter_any()):
-                yield payload
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                for payload in splitter.feed(chunk):
+                    yield payload
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise _translate(e) from None
+        for payload in splitter.close():
+            yield payload
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._payloads()

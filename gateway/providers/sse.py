@@ -3,6 +3,9 @@
 Tolerant by design: `: keep-alive` comments, blank lines, `\r\n` endings, `event:`/`id:` fields and chunk
 boundaries anywhere are all accepted. LLM vendors put one JSON document per `data:` line, so each data line is
 one payload (no vendor splits JSON across lines), which lets a payload be relayed as soon as its line ends.
+
+`SSESplitter` is the synchronous core (one `bytes.split` per network chunk, no per-byte Python work), so an
+adapter can drive it from its own read loop without stacking async generators; `iter_sse_data` wraps it.
 """
 
 from __future__ import annotations
@@ -10,25 +13,41 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    buf = b""
-    async for chunk in chunks:
-        buf = buf + chunk if buf else chunk
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = buf[start:nl]
-            start = nl + 1
+class SSESplitter:
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The payloads of every line completed by `chunk` (a line cut by the chunk's end waits for the next)."""
+        if self._buf:
+            chunk = self._buf + chunk
+        lines = chunk.split(b"\n")
+        self._buf = lines.pop()  # b"" when the chunk ended with a newline
+        out = []
+        for line in lines:
             if line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload:
-                    yield payload
-        buf = buf[start:]
-    tail = buf.strip()
-    if tail.startswith(b"data:") and tail[5:].strip():
-        yield tail[5:].strip()
+                    out.append(payload)
+        return out
+
+    def close(self) -> list[bytes]:
+        """What a stream that ended without a final newline still held."""
+        tail, self._buf = self._buf.strip(), b""
+        if tail.startswith(b"data:") and tail[5:].strip():
+            return [tail[5:].strip()]
+        return []
+
+
+async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    splitter = SSESplitter()
+    async for chunk in chunks:
+        for payload in splitter.feed(chunk):
+            yield payload
+    for payload in splitter.close():
+        yield payload
 
 
 def frame(payload: bytes) -> bytes:
