@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/gateway demo
 
 test: $(STAMP)
+	$(BIN)/python -m mypy gateway
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

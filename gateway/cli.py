@@ -10,6 +10,7 @@ import typer
 
 from gateway.config.load import load_config, resolve_config_path
 from gateway.config.schema import Config
+from gateway import cli_keys, cli_ledger, cli_prices
 from gateway.errors import ConfigError, GatewayError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="OpenAI-compatible LLM cost-routing gateway")
@@ -79,18 +80,8 @@ def demo(port: int = 8080, once: bool = typer.Option(False, "--once", help="send
     sys.exit(asyncio.run(run_demo(port=port, once=once)))
 
 
-def _register_subcommands() -> None:
-    for module in ("gateway.cli_ledger", "gateway.cli_prices", "gateway.cli_keys"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # that part of the product is not installed in this build
-            raise
-        mod.register(app)
-
-
-_register_subcommands()
+for _module in (cli_ledger, cli_prices, cli_keys):
+    _module.register(app)
 
 
 def main() -> None:

@@ -228,11 +228,11 @@ class PriceFeedConfig(_Strict):
 
 
 class Config(_Strict):
-    gateway: GatewaySettings = GatewaySettings()
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     fx_rates: dict[str, Money] = {}
     providers: dict[str, ProviderConfig]
     deployments: list[DeploymentConfig]
-    routes: dict[str, RouteConfig] = {"auto": RouteConfig()}
+    routes: dict[str, RouteConfig] = Field(default_factory=lambda: {"auto": RouteConfig()})
     savings_baseline: DeploymentRef | None = None
     price_feeds: list[PriceFeedConfig] = []
 

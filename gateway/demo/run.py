@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import uvicorn
 
+from gateway.accounting import utc_now
 from gateway.config.load import load_config
+from gateway.ledger import reports
+from gateway.ledger.queries import fetch_partials
 from gateway.demo.vendors import DEFAULT_DEMO_CONFIG, VendorCluster, env_for
 from gateway.server import uvicorn_config
 
@@ -78,6 +82,15 @@ def print_results(results: list[dict[str, str]]) -> None:
     print(f"{'total of non-streamed requests':<50}{'':>6}  {'':<40}{'':>5}{'':>8}{'':>6}  {total} CNY")
 
 
+async def ledger_report(services: Any, since: datetime) -> str:
+    """The finance report over what the samples wrote to the ledger, per provider and model."""
+    window = reports.make_window(since.isoformat(), (utc_now() + timedelta(seconds=1)).isoformat())
+    groups = ("provider", "model")
+    partials = await fetch_partials(services.engine, window, groups)
+    report = reports.build_report(partials, window, groups, services.config.gateway.reporting_currency, None)
+    return "\nCost report from the ledger (gateway report --group-by provider,model):\n" + reports.to_table(report)
+
+
 def print_try(port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     print(f"""
@@ -113,7 +126,10 @@ async def run_demo(port: int = 8080, once: bool = False) -> int:
             print_try(bound)
             await serving
             return 0
+        began = utc_now()
         print_results(await send_samples(f"http://127.0.0.1:{bound}", cluster))
+        await asyncio.sleep(0.2)  # streamed rows are completed by their pump, just after the last byte
+        print(await ledger_report(server.config.app.state.services, began))
         server.should_exit = True
         await serving
         return 0
