@@ -34,22 +34,23 @@ def _pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
+async def _proxy(request: Request, mode: str) -> Response:
     try:
         raw = await read_body(request)
     except BodyTooLarge as exc:
         return error_response(exc)
-    return await _pipeline(request).chat(raw, request.headers)
+    pipeline = _pipeline(request)
+    return await (pipeline.chat(raw, request.headers) if mode == "chat" else pipeline.embeddings(raw, request.headers))
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _proxy(request, "chat")
 
 
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
-    try:
-        raw = await read_body(request)
-    except BodyTooLarge as exc:
-        return error_response(exc)
-    return await _pipeline(request).embeddings(raw, request.headers)
+    return await _proxy(request, "embedding")
 
 
 @router.get("/v1/models")

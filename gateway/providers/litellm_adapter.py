@@ -82,23 +82,20 @@ class LitellmProvider:
         kwargs["num_retries"] = 0  # fallback is the gateway's job
         return kwargs
 
-    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> JSONResult:
-        litellm = _load()
+    async def _call(self, fn_name: str, deployment: Deployment, body: dict[str, Any]) -> JSONResult:
+        fn = getattr(_load(), fn_name)
         try:
-            resp = await litellm.acompletion(**self._kwargs(deployment, body))
+            resp = await fn(**self._kwargs(deployment, body))
         except Exception as exc:
             raise _failure(exc) from None
         obj = resp.model_dump(exclude_none=True)
         return JSONResult(orjson.dumps(obj), obj)
 
+    async def complete(self, deployment: Deployment, body: dict[str, Any]) -> JSONResult:
+        return await self._call("acompletion", deployment, body)
+
     async def embed(self, deployment: Deployment, body: dict[str, Any]) -> JSONResult:
-        litellm = _load()
-        try:
-            resp = await litellm.aembedding(**self._kwargs(deployment, body))
-        except Exception as exc:
-            raise _failure(exc) from None
-        obj = resp.model_dump(exclude_none=True)
-        return JSONResult(orjson.dumps(obj), obj)
+        return await self._call("aembedding", deployment, body)
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> _LitellmStream:
         litellm = _load()
