@@ -11,6 +11,7 @@
      |    +-- RateLimited            429 rate_limit_exceeded, with retry_after
      |    +-- BudgetExceeded         429 budget_exceeded
      |    +-- NotFound               404 for admin resources
+     +-- StateUnavailable            shared state (Redis, ledger database) unreachable before anything was sent: 503
      +-- UpstreamRequestError        the vendor refused the request as the client's fault (400/404/422): relayed
      +-- UpstreamUnavailable         every attempt failed: 502, or 504 when the last failure was a timeout
 
@@ -76,6 +77,10 @@ class RateLimited(ClientError):
 
 class BudgetExceeded(ClientError):
     code = "budget_exceeded"
+
+
+class StateUnavailable(GatewayError):
+    """Budgets, rate limits or the ledger could not be reached, so the request was not sent anywhere."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ does the I/O.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from decimal import Decimal
@@ -29,6 +30,8 @@ from gateway.metrics import NO_PROVIDER, UNKNOWN_MODEL
 from gateway.providers.base import JSONResult, UpstreamFailure
 from gateway.services import DEFAULT_IDENTITY, Identity, Services
 from gateway.streaming import StreamRelay
+
+log = logging.getLogger(__name__)
 
 _OUTCOME_OF = {
     E.BudgetExceeded: "budget_exceeded",
@@ -95,6 +98,12 @@ class Pipeline:
         except E.ClientError as exc:
             self.s.metrics.requests.labels(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc)).inc()
             return error_response(exc, base_headers)
+        except Exception:
+            # Keys, rate limits and budgets live in Redis / the ledger database; if they cannot be reached the
+            # request is refused before any vendor is called (never sent unmetered or over budget).
+            log.exception("shared state unavailable for request %s", request_id)
+            return error_response(E.StateUnavailable("the gateway's shared state is unavailable; retry shortly"),
+                                  base_headers)
         try:
             return await self._attempt_all(parsed, attempts, books, base_headers)
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import logging
 import os
 
 import uvicorn
@@ -40,6 +41,9 @@ class _Server(uvicorn.Server):
 
 
 def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:
+    # The gateway's own INFO lines (price versions, recoveries, feed failures) next to uvicorn's; they never
+    # carry keys: secrets live in SecretStr and are only ever sent as upstream headers.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prepare_multiprocess_dir()  # one fresh directory for all workers: a restart does not double-count
     if workers > 1:

@@ -129,7 +129,8 @@ async def run_demo(port: int = 8080, once: bool = False) -> int:
         began = utc_now()
         print_results(await send_samples(f"http://127.0.0.1:{bound}", cluster))
         await asyncio.sleep(0.2)  # streamed rows are completed by their pump, just after the last byte
-        print(await ledger_report(server.config.app.state.services, began))
+        app: Any = server.config.app
+        print(await ledger_report(app.state.services, began))
         server.should_exit = True
         await serving
         return 0

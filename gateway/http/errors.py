@@ -26,6 +26,8 @@ def status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]
     if isinstance(exc, E.UpstreamUnavailable):
         status = 504 if exc.timed_out else 502
         return status, _body(str(exc), "upstream_error", "upstream_unavailable"), {}
+    if isinstance(exc, E.StateUnavailable):
+        return 503, _body(str(exc), "service_unavailable", "state_unavailable"), {"retry-after": "1"}
     if isinstance(exc, E.RateLimited):
         return 429, _body(exc.message, "rate_limit_error", exc.code, exc.param), {"retry-after": str(exc.retry_after)}
     if isinstance(exc, E.BudgetExceeded):

@@ -271,10 +271,21 @@ class PriceStore:
                 log.warning("price store: reading the ledger database failed (%s); retrying", type(e).__name__)
 
 
+REDIS_MAX_CONNECTIONS = 256
+REDIS_POOL_WAIT_S = 10.0
+
+
 def redis_from_config(config: Config) -> Any | None:
-    """A `redis.asyncio.Redis` for `gateway.redis_url`, or None when Redis is not configured."""
+    """A `redis.asyncio.Redis` for `gateway.redis_url`, or None when Redis is not configured.
+
+    The pool *waits* for a free connection when all are busy: redis-py's default pool raises
+    `MaxConnectionsError` at 100 connections in use, which turned a burst of concurrent requests on one replica
+    (each doing a rate-limit check, a budget reservation and a settlement) into 500s.
+    """
     if not config.gateway.redis_url:
         return None
     import redis.asyncio as aioredis
 
-    return aioredis.from_url(config.gateway.redis_url)
+    pool = aioredis.BlockingConnectionPool.from_url(config.gateway.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
+                                                    timeout=REDIS_POOL_WAIT_S)
+    return aioredis.Redis.from_pool(pool)

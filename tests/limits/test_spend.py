@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import create_engine, upgrade
 from gateway.ledger.tables import ledger
 from gateway.limits.spend import spend_since
-
-
-def _pg(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    name = f"spend_{uuid.uuid4().hex[:12]}"
-    _pg(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

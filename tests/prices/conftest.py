@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from datetime import datetime, timezone
-from typing import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.load import load_config_data, parse_yaml_text
 from gateway.config.schema import Config
-from gateway.db import create_engine, upgrade
 
 CONFIG_YAML = """
 gateway:
@@ -68,47 +62,3 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-async def sqlite_engine(tmp_path) -> AsyncIterator[AsyncEngine]:  # type: ignore[no-untyped-def]
-    engine = create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-    await upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
-def _pg(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL database of this test module's own, dropped afterwards."""
-    name = f"prices_{uuid.uuid4().hex[:12]}"
-    _pg(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
-    import redis.asyncio as aioredis
-
-    prefix = f"test:prices:{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    client = aioredis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()

@@ -1,4 +1,5 @@
-"""Fixtures for key tests: a migrated SQLite ledger, a PostgreSQL database per module, Redis with a prefix."""
+"""Fixtures shared by every test package: a migrated SQLite ledger, a PostgreSQL database per test module,
+and Redis clients with a key prefix of the test's own (deleted afterwards)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db import create_engine, upgrade
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-SECRET = b"k" * 32
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg(sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 @pytest.fixture
@@ -30,20 +42,11 @@ async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def _pg(sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    name = f"keys_{uuid.uuid4().hex[:12]}"
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL database of this test module's own, dropped afterwards."""
+    stem = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:20]
+    name = f"t_{stem}_{uuid.uuid4().hex[:10]}"
     _pg(f'CREATE DATABASE "{name}"')
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -51,7 +54,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"test:keys:{uuid.uuid4().hex[:10]}:"
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
     yield prefix
     client = aioredis.from_url(REDIS_URL)
     try:
@@ -60,3 +63,12 @@ async def redis_prefix() -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def two_redis() -> AsyncIterator[tuple[aioredis.Redis, aioredis.Redis]]:
+    """Two independent clients (own connection pools): two replicas."""
+    a, b = aioredis.from_url(REDIS_URL), aioredis.from_url(REDIS_URL)
+    yield a, b
+    await a.aclose()
+    await b.aclose()
