@@ -55,7 +55,9 @@ def money_text(value: Decimal) -> str:
     if text.startswith("-"):  # Decimal('-0')
         text = text[1:]
     whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(scale_for(value), '0')}"
+    # 'f' keeps every decimal of the exponent, so len(frac) == decimals_of(value): scale_for without as_tuple.
+    d = len(frac)
+    return f"{whole}.{frac.ljust(BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE, '0')}"
 
 
 class Money(sa.types.TypeDecorator[Decimal]):
@@ -168,6 +170,8 @@ replicas = sa.Table(
     sa.Column("started_at", UtcDateTime(), nullable=False),
     sa.Column("heartbeat_at", UtcDateTime(), nullable=False),
     sa.Column("stopped_at", UtcDateTime()),
+    # The liveness lock this replica holds (migration 4; see gateway/ledger/liveness.py), NULL for none.
+    sa.Column("liveness", sa.String(600)),
 )
 
 

@@ -117,3 +117,34 @@ async def test_cancelled_caller_does_not_cancel_the_write(engine: AsyncEngine) -
     finally:
         await writer.stop()
     assert (await fetch(engine, "req-1")).status == "in_flight"
+
+
+async def test_sqlite_fast_path_stores_exactly_what_sqlalchemy_stores(engine: AsyncEngine, ledger_url: str) -> None:
+    """The stdlib-sqlite3 writer must produce byte-identical rows to the SQLAlchemy types (money text, times)."""
+    import sqlite3
+
+    if not ledger_url.startswith("sqlite"):
+        return
+    usage = Usage(100, 20, 50)
+    cost = price_usage(usage, PRICE, VERSION, T0)
+    for fast in (True, False):
+        writer = SqlLedger(engine, replica_id=f"rep-{fast}", migrate=False, fast_sqlite=fast,
+                           clock=lambda: T0 + timedelta(seconds=2, microseconds=5))
+        await writer.start()
+        e = replace(entry(f"req-{fast}", f"rep-{fast}"), started_at=T0 + timedelta(microseconds=7))
+        await writer.open(e)
+        await writer.finish(replace(e, status="success", usage=usage, cost=cost,
+                                    baseline_cost=Decimal("0.1234567890123456789012"), latency_ms=5), wait=True)
+        await writer.stop()
+    conn = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+    try:
+        raw = {r[0]: r[1:] for r in conn.execute(
+            "SELECT request_id, replica_id, started_at, finished_at, stream, typeof(stream), input_cost, "
+            "total_cost_reporting, fx_rate, baseline_cost, money_scale, usage_source, status FROM ledger")}
+        beats = dict(conn.execute("SELECT replica_id, typeof(heartbeat_at) || heartbeat_at FROM ledger_replicas"))
+    finally:
+        conn.close()
+    fast_row, slow_row = raw["req-True"], raw["req-False"]
+    assert fast_row[1:] == slow_row[1:], (fast_row, slow_row)
+    assert fast_row[1] == "2026-11-01 00:00:00.000007" and fast_row[8] == "0.123456789012345678901200000"
+    assert beats["rep-True"] == beats["rep-False"]

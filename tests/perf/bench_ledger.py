@@ -1,7 +1,8 @@
 """Ledger benchmarks (not part of the test suite): group-commit write rate and the 1M-row month report.
 
     .venv/bin/python tests/perf/bench_ledger.py [--rows 1000000] [--requests 20000] [--concurrency 200]
-        [--backends sqlite,postgresql] [--pg postgresql://postgres@127.0.0.1:5432/test]
+        [--backends sqlite,postgresql] [--what writes,latency,report] [--latency-requests 2000]
+        [--pg postgresql://postgres@127.0.0.1:5432/test]
 
 Write rate: `--requests` simulated requests, `--concurrency` at a time, each doing what the request path does:
 `open` (waits until durable) then `finish(wait=True)` (a non-streaming response waits for its row). Reported as
@@ -73,22 +74,50 @@ async def bench_writes(url: str, requests: int, concurrency: int) -> None:
     await writer.start()
     rnd = random.Random(1)
     sem = asyncio.Semaphore(concurrency)
+    # Prepared up front: the figures are the ledger's, not the benchmark's pricing.
+    work = [(e, finished(e, rnd)) for e in (entry(i, writer.replica_id) for i in range(requests))]
 
     async def one(i: int) -> None:
         async with sem:
-            e = entry(i, writer.replica_id)
+            e, done = work[i]
             await writer.open(e)
-            await writer.finish(finished(e, rnd), wait=True)
+            await writer.finish(done, wait=True)
 
+    cpu0 = time.thread_time()  # the event loop's thread: what the request path pays
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(requests)))
     elapsed = time.perf_counter() - t0
+    loop_cpu = time.thread_time() - cpu0
     tx = writer.transactions
     await writer.stop()
     await engine.dispose()
     print(f"  writes: {requests} requests (open + finish, both waited) at concurrency {concurrency}: "
           f"{requests / elapsed:,.0f} rows/s, {2 * requests / elapsed:,.0f} writes/s, "
-          f"{tx} transactions ({2 * requests / max(tx, 1):.0f} writes each)")
+          f"{tx} transactions ({2 * requests / max(tx, 1):.0f} writes each), "
+          f"event-loop CPU {loop_cpu / requests * 1e6:,.0f} us per request")
+
+
+async def bench_latency(url: str, requests: int) -> None:
+    """One request at a time: the latency an `open` + `finish(wait=True)` pair adds to a request."""
+    engine = create_engine(url, pool_size=5)
+    writer = SqlLedger(engine, replica_id=f"bench-lat-{os.getpid()}")
+    await writer.start()
+    rnd = random.Random(2)
+    times = []
+    for i in range(requests):
+        e = entry(i, writer.replica_id)
+        done = finished(e, rnd)
+        t0 = time.perf_counter()
+        await writer.open(e)
+        await writer.finish(done, wait=True)
+        times.append(time.perf_counter() - t0)
+    await writer.stop()
+    await engine.dispose()
+    times.sort()
+    us = [t * 1e6 for t in times]
+    print(f"  latency of open + finish(wait) at concurrency 1 over {requests}: "
+          f"p50 {us[len(us) // 2]:,.0f} us, p99 {us[int(len(us) * 0.99)]:,.0f} us, "
+          f"mean {sum(us) / len(us):,.0f} us")
 
 
 def month_rows(n: int, chunk: int = 50_000):  # type: ignore[no-untyped-def]
@@ -182,24 +211,35 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--latency-requests", type=int, default=2000)
+    ap.add_argument("--what", default="writes,latency,report", help="any of writes, latency, report")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     args = ap.parse_args()
+    whats = args.what.split(",")
     for backend in args.backends.split(","):
         print(f"{backend}:")
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                await bench_writes(f"sqlite:///{tmp}/w.db", args.requests, args.concurrency)
-                await bench_report(f"sqlite:///{tmp}/r.db", args.rows)
-        else:
-            for what in ("writes", "report"):
+        for what in whats:
+            if backend == "sqlite":
+                with tempfile.TemporaryDirectory() as tmp:
+                    url = f"sqlite:///{tmp}/{what}.db"
+                    await run_one(what, url, args)
+            else:
                 name, url = await pg_database(args.pg)
                 try:
-                    if what == "writes":
-                        await bench_writes(url, args.requests, args.concurrency)
-                    else:
-                        await bench_report(url, args.rows)
+                    await run_one(what, url, args)
                 finally:
                     await drop_pg(args.pg, name)
+
+
+async def run_one(what: str, url: str, args: argparse.Namespace) -> None:
+    if what == "writes":
+        await bench_writes(url, args.requests, args.concurrency)
+    elif what == "latency":
+        await bench_latency(url, args.latency_requests)
+    elif what == "report":
+        await bench_report(url, args.rows)
+    else:
+        raise SystemExit(f"unknown benchmark {what!r}")
 
 
 if __name__ == "__main__":
