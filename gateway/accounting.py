@@ -98,11 +98,11 @@ class RequestBooks:
             await s.ledger.finish(self.entry, wait=wait)
         provider = d.provider if d is not None else NO_PROVIDER
         model = d.model if d is not None else NO_PROVIDER
-        m.requests.labels(self.route, provider, model, outcome).inc()
+        m.record_request(self.route, provider, model, outcome)
         if d is not None and self.entry is not None:
-            m.duration.labels(provider, model).observe(elapsed)
+            m.observe_duration(provider, model, elapsed)
             if ttft_s is not None:
-                m.ttft.labels(provider, model).observe(ttft_s)
+                m.observe_ttft(provider, model, ttft_s)
         if d is not None and usage is not None and cost is not None:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
         if self.reservation is not None and s.budgets is not None:

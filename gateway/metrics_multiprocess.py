@@ -10,6 +10,9 @@ How it fits together:
    per process in that directory. Gauges aggregate across workers as `GAUGE_MODES` says.
 3. `/metrics`, in whichever worker answers it, returns `metrics_response(registry, accept)`: the merge of every
    worker's files when the variable is set, else the given registry (the single-process case).
+4. The gauges that mirror state (`Services.refresh_gauges`: provider health, ledger backlog, price version) are
+   refreshed by the answering worker at scrape time *and*, in this mode, once a second in every worker
+   (gateway/http/ops_routes.py), so the other workers' shares are at most a second old.
 
 Counters and histograms of a worker that exited stay in the merge (they are billed traffic: sums must keep
 equalling the ledger). Gauges in a `live*` mode describe running processes only, so the files of workers that
@@ -21,8 +24,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Mapping, MutableMapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -36,14 +39,14 @@ GAUGE_MODES: dict[str, str] = {
     "gateway_price_per_million_tokens": "mostrecent",
     # Versions only increase: the newest any worker has applied.
     "gateway_price_table_version": "max",
-    # Health is set from the (shared) cool-down state when a worker refreshes its gauges: the freshest reading
-    # of a running worker wins (min would keep a stale 0 from a worker that has not refreshed since).
+    # Health is set from the (shared, with Redis) cool-down state when a worker refreshes its gauges (every
+    # second): the freshest reading of a running worker wins.
     "gateway_provider_healthy": "livemostrecent",
     # Shared team budget state, read by each worker: the freshest reading wins (set() only).
     "gateway_budget_spent": "mostrecent",
     "gateway_budget_limit": "mostrecent",
-    # Each worker has its own write queue: the sum over running workers (a dead worker's queue is gone; its rows
-    # are recovered at start-up).
+    # Each worker has its own write queue, refreshed every second: the sum over running workers (a dead worker's
+    # queue is gone; its rows are recovered at start-up).
     "gateway_ledger_pending_rows": "livesum",
     # The latest success of any worker; kept after a worker dies, so a feed nobody polls any more goes stale
     # (and alerts) instead of vanishing.
@@ -58,6 +61,11 @@ def multiprocess_dir(env: Mapping[str, str] | None = None) -> str | None:
     """The directory in use, or None when running single-process."""
     env = os.environ if env is None else env
     return env.get(ENV_VAR) or None
+
+
+def metrics_dir_in_use(env: Mapping[str, str] | None = None) -> bool:
+    """True when `/metrics` merges the multiprocess directory (a worker of `gateway serve --workers N`)."""
+    return multiprocess_dir(env) is not None
 
 
 def prepare_multiprocess_dir(

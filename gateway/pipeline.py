@@ -96,7 +96,7 @@ class Pipeline:
                 worst = self._worst_case(facts, attempts, prices)
                 books.reservation = await self.s.budgets.reserve(identity, request_id, worst)
         except E.ClientError as exc:
-            self.s.metrics.requests.labels(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc)).inc()
+            self.s.metrics.record_request(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc))
             return error_response(exc, base_headers)
         except Exception:
             # Keys, rate limits and budgets live in Redis / the ledger database; if they cannot be reached the
@@ -164,7 +164,7 @@ class Pipeline:
                 result = await self._call(d, body, parsed.facts.mode)
             except UpstreamFailure as f:
                 verdict = classify_status(f.status) if f.status else classify_exception(f.kind)
-                self.s.metrics.upstream_errors.labels(d.provider, verdict.kind).inc()
+                self.s.metrics.record_upstream_error(d.provider, verdict.kind)
                 if not verdict.retry:
                     await books.close(d, "client_error", "client_error", attempts=n, error_kind=verdict.kind)
                     exc = E.UpstreamRequestError(f.status or 400, f.message or "the upstream rejected the request",
@@ -175,7 +175,7 @@ class Pipeline:
                     await self.s.health.record_failure(d.provider, rate_limited=verdict.kind == "rate_limited")
                 failures.append(E.AttemptFailure(d.provider, d.model, verdict.kind, f.status))
                 if n < len(attempts):
-                    self.s.metrics.fallbacks.labels(d.provider, verdict.kind).inc()
+                    self.s.metrics.record_fallback(d.provider, verdict.kind)
                 continue
             return await self._respond(d, result, parsed, books, n, base_headers)
         last = attempts[len(failures) - 1].deployment if failures else None

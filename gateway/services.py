@@ -68,12 +68,14 @@ class Services:
         return task
 
     def refresh_gauges(self) -> None:
-        """Gauges that mirror state (read at scrape time, so they are never stale)."""
+        """Gauges that mirror state: read at scrape time (and, with `--workers N`, every second in every worker,
+        see gateway/http/ops_routes.py), so they are never stale."""
+        from gateway.accounting import utc_now
+
         m = self.metrics
         cooling = self.health.cooling()
         for name in self.config.providers:
             m.provider_healthy.labels(name).set(0 if name in cooling else 1)
         m.ledger_pending.set(self.ledger.pending_rows())
-        from gateway.accounting import utc_now
-
-        m.price_version.set(self.price_book.current(utc_now()).version)
+        book = self.price_store.book if self.price_store is not None else self.price_book  # the live book
+        m.price_version.set(book.current(utc_now()).version)

@@ -66,7 +66,7 @@ class StreamRelay:
             except Exception:
                 pass
         if error_kind is not None:
-            self.books.services.metrics.upstream_errors.labels(self.deployment.provider, error_kind).inc()
+            self.books.services.metrics.record_upstream_error(self.deployment.provider, error_kind)
             self.queue.put_nowait(_StreamFailed(error_kind))
         else:
             self.queue.put_nowait(_END)
@@ -81,15 +81,26 @@ class StreamRelay:
         try:
             while True:
                 item = await self.queue.get()
-                if item is _END:
+                out: list[bytes] = []
+                done = False
+                while True:  # whatever is already queued goes out in one write, not one write per event
+                    if item is _END:
+                        done = True
+                        break
+                    if isinstance(item, _StreamFailed):
+                        done = True
+                        message = f"upstream {self.deployment.provider} failed mid-stream ({item.kind})"
+                        out.append(frame(error_payload(message, "upstream_stream_error")))
+                        break
+                    out.append(frame(item))  # type: ignore[arg-type]
+                    if self.queue.empty():
+                        break
+                    item = self.queue.get_nowait()
+                if out:
+                    yield b"".join(out)
+                if done:
                     finished = True
                     return
-                if isinstance(item, _StreamFailed):
-                    finished = True
-                    message = f"upstream {self.deployment.provider} failed mid-stream ({item.kind})"
-                    yield frame(error_payload(message, "upstream_stream_error"))
-                    return
-                yield frame(item)  # type: ignore[arg-type]
         finally:
             if not finished:
                 self.client_gone = True

@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, UnitPrices, Usage
+from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, Tier, UnitPrices, Usage
 
 _UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC"})
 
@@ -20,14 +20,55 @@ def _zone(name: str) -> timezone | ZoneInfo:
     return timezone.utc if name in _UTC_NAMES else ZoneInfo(name)
 
 
+def local_time(at: datetime, tz: str) -> time:
+    """The wall-clock time of `at` (an aware datetime) in the zone `tz`, naive."""
+    return at.astimezone(_zone(tz)).time().replace(tzinfo=None)
+
+
 def in_window(window: OffPeakWindow, at: datetime) -> bool:
     """Is `at` (an aware datetime) inside the daily window? `[start, end)`, crossing midnight when start > end."""
-    local: time = at.astimezone(_zone(window.tz)).time().replace(tzinfo=None)
+    return in_window_local(window, local_time(at, window.tz))
+
+
+def in_window_local(window: OffPeakWindow, local: time) -> bool:
+    """Is the wall-clock time `local` (in the window's zone) inside the window?"""
     if window.start == window.end:
         return True  # a 24-hour window
     if window.start < window.end:
         return window.start <= local < window.end
     return local >= window.start or local < window.end
+
+
+def window_unit_prices(price: Price, w: OffPeakWindow) -> UnitPrices:
+    """The unit prices of `price` while its off-peak window `w` is in force."""
+    label = f"off_peak {w.start:%H:%M}-{w.end:%H:%M} {w.tz}"
+    cached = w.cached_input if w.cached_input is not None else w.input
+    return UnitPrices(price.currency, price.per, w.input, cached, w.output, window=label)
+
+
+def tier_unit_prices(price: Price, chosen: Tier) -> UnitPrices:
+    """The unit prices of `price` when its tier `chosen` applies (and no off-peak window is in force)."""
+    if chosen.cached_input is not None:
+        cached = chosen.cached_input
+    elif price.cached_input is not None and chosen.input == price.input:
+        cached = price.cached_input
+    else:
+        cached = chosen.input
+    return UnitPrices(price.currency, price.per, chosen.input, cached, chosen.output, tier=chosen.up_to)
+
+
+def base_unit_prices(price: Price) -> UnitPrices:
+    """The unit prices of a `price` without tiers, outside its off-peak windows."""
+    cached = price.cached_input if price.cached_input is not None else price.input
+    return UnitPrices(price.currency, price.per, price.input, cached, price.output)
+
+
+def choose_tier(tiers: tuple[Tier, ...], prompt_tokens: int) -> Tier:
+    """The first tier whose `up_to` >= prompt tokens, or the last one when the prompt is longer than all."""
+    for t in tiers:
+        if prompt_tokens <= t.up_to:
+            return t
+    return tiers[-1]
 
 
 def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
@@ -40,24 +81,10 @@ def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
     """
     for w in price.off_peak:
         if in_window(w, at):
-            label = f"off_peak {w.start:%H:%M}-{w.end:%H:%M} {w.tz}"
-            cached = w.cached_input if w.cached_input is not None else w.input
-            return UnitPrices(price.currency, price.per, w.input, cached, w.output, window=label)
+            return window_unit_prices(price, w)
     if price.tiers:
-        chosen = price.tiers[-1]
-        for t in price.tiers:
-            if prompt_tokens <= t.up_to:
-                chosen = t
-                break
-        if chosen.cached_input is not None:
-            cached = chosen.cached_input
-        elif price.cached_input is not None and chosen.input == price.input:
-            cached = price.cached_input
-        else:
-            cached = chosen.input
-        return UnitPrices(price.currency, price.per, chosen.input, cached, chosen.output, tier=chosen.up_to)
-    cached = price.cached_input if price.cached_input is not None else price.input
-    return UnitPrices(price.currency, price.per, price.input, cached, price.output)
+        return tier_unit_prices(price, choose_tier(price.tiers, prompt_tokens))
+    return base_unit_prices(price)
 
 
 def _per_token(amount: Decimal, per: int) -> Decimal:

@@ -386,3 +386,182 @@ def test_merged_constraints_route_min_quality_cannot_be_loosened_by_the_request(
                     book({weak.key: cny("0", "0"), strong.key: cny("0.001", "0.002")}), NOON)
     assert order(decision) == ["b/strong"]
     assert [e.reason for e in decision.excluded] == [R.QUALITY]
+
+
+# ---- equivalence with the reference implementation -----------------------------------------------------------------
+#
+# rank() prepares prices once per price version and computes flat costs in integers (issue 8). _reference_rank is the
+# straightforward implementation it replaced, kept here verbatim in substance: over random pools, prices (flat,
+# tiered, off-peak in several zones, per 1K / 1M / other, free, USD and CNY, a missing FX rate), constraints,
+# cooling providers and latencies, both must give the same decision: same candidates in the same order with the same
+# Decimal costs digit for digit (compared as text), the same unit prices and latencies, the same exclusions with the
+# same reasons and details, or the same exception.
+
+import random  # noqa: E402
+
+from gateway.decisions.pricing import expected_cost as _expected_cost  # noqa: E402
+from gateway.decisions.pricing import unit_prices as _unit_prices  # noqa: E402
+
+
+def _reference_exclusion(d: Deployment, f: RequestFacts, cooling: frozenset[str]) -> tuple[str, str] | None:
+    c = f.constraints
+    if d.mode != f.mode:
+        return R.MODE, f"serves {d.mode}, not {f.mode}"
+    if c.providers is not None and d.provider not in c.providers:
+        return R.PROVIDER_NOT_ALLOWED, f"provider {d.provider} not in allowed providers"
+    needed = f.prompt_tokens + (f.expected_output_tokens if f.mode == "chat" else 0)
+    if needed > d.context_window:
+        return (R.CONTEXT_LENGTH, f"needs {needed} tokens ({f.prompt_tokens} prompt + {needed - f.prompt_tokens} "
+                f"output), context window is {d.context_window}")
+    out = f.requested_output_tokens
+    if out is not None and d.max_output_tokens is not None and out > d.max_output_tokens:
+        return R.MAX_OUTPUT, f"requested {out} output tokens, max_output_tokens is {d.max_output_tokens}"
+    if c.min_context is not None and d.context_window < c.min_context:
+        return R.MIN_CONTEXT, f"context window {d.context_window} < min_context {c.min_context}"
+    if c.min_quality is not None and d.quality < c.min_quality:
+        return R.QUALITY, f"quality {d.quality} < min_quality {c.min_quality}"
+    missing = f.capabilities - d.capabilities
+    if missing:
+        return R.CAPABILITY, f"lacks {', '.join(sorted(missing))}"
+    if d.provider in cooling:
+        return R.COOLING_DOWN, f"provider {d.provider} is cooling down after failures"
+    return None
+
+
+def _reference_rank(f: RequestFacts, pool: list[Deployment], prices: PriceVersion, now: datetime,
+                    cooling: frozenset[str] = frozenset(), latency: dict | None = None) -> tuple:
+    latency = latency or {}
+    ranked, excluded = [], []
+    max_cost = f.constraints.max_cost
+    for d in pool:
+        why = _reference_exclusion(d, f, cooling)
+        if why is not None:
+            excluded.append((d, *why))
+            continue
+        price = prices.prices.get(d.key)
+        if price is None:
+            excluded.append((d, R.NO_PRICE, "no price in the live price table"))
+            continue
+        up = _unit_prices(price, f.prompt_tokens, now)
+        cost = _expected_cost(up, f.prompt_tokens, f.expected_output_tokens, prices.fx(up.currency))
+        if max_cost is not None and cost > max_cost:
+            excluded.append((d, R.MAX_COST, f"expected cost {cost} > max_cost {max_cost}"))
+            continue
+        lat = latency.get(d.key)
+        ranked.append((cost, -d.quality, lat if lat is not None else float("inf"), d.provider, d.model,
+                       (d, str(cost), up, lat)))
+    ranked.sort(key=lambda r: r[:5])
+    return tuple(r[5] for r in ranked), tuple(excluded)
+
+
+def _as_plain(decision: R.Decision) -> tuple:
+    return (tuple((c.deployment, str(c.expected_cost), c.unit_prices, c.recent_latency_s) for c in decision.candidates),
+            tuple((e.deployment, e.reason, e.detail) for e in decision.excluded))
+
+
+def _random_world(rnd: random.Random, n: int) -> tuple[list[Deployment], PriceVersion]:
+    pool = [Deployment(f"p{rnd.randint(0, 6)}", f"m{i}", f"m{i}", rnd.choice((2_000, 8_000, 32_000, 128_000)),
+                       rnd.choice((None, 1_024, 4_096)), rnd.randint(40, 95),
+                       frozenset(rnd.sample(["tools", "json_mode", "vision"], rnd.randint(0, 3))),
+                       rnd.choice(("chat", "chat", "chat", "embedding")))
+            for i in range(n)]
+    if pool and rnd.random() < 0.2:
+        pool.append(pool[0])  # the same deployment twice
+    if pool and rnd.random() < 0.2:
+        pool.append(replace(pool[-1], quality=pool[-1].quality + 1))  # the same key, another object
+    prices: dict = {}
+    digits = ("0", "0.0001", "0.0005", "0.00123", "0.001", "0.002", "0.0150", "0.5", "2", "8", "12.50", "0.14")
+    for d in pool:
+        if rnd.random() < 0.05:
+            continue  # no price
+        kw: dict = {}
+        if rnd.random() < 0.25:
+            kw["tiers"] = tuple(Tier(up_to, D(rnd.choice(digits)), D(rnd.choice(digits)),
+                                     rnd.choice((None, D(rnd.choice(digits)))))
+                                for up_to in sorted(rnd.sample((500, 1_000, 8_000, 32_000, 100_000), 2)))
+        if rnd.random() < 0.25:
+            kw["off_peak"] = tuple(OffPeakWindow(time(rnd.randint(0, 23), rnd.choice((0, 30))),
+                                                 time(rnd.randint(0, 23), rnd.choice((0, 30))),
+                                                 rnd.choice(("UTC", "Asia/Shanghai", "America/New_York")),
+                                                 D(rnd.choice(digits)), D(rnd.choice(digits)))
+                                   for _ in range(rnd.randint(1, 2)))
+        prices[d.key] = Price(rnd.choice(("CNY", "CNY", "USD", "EUR")), rnd.choice((1_000, 1_000_000, 1_000, 500)),
+                              D(rnd.choice(digits)), D(rnd.choice(digits)), rnd.choice((None, D("0.0001"))), **kw)
+    fx = {"USD": D(rnd.choice(("7.10", "7.1234", "1", "0.1388888888888888888888")))}
+    if rnd.random() < 0.8:
+        fx["EUR"] = D("7.8")
+    return pool, PriceVersion(1, datetime(2024, 5, 1, tzinfo=UTC), "CNY", fx, prices)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rank_gives_the_decisions_of_the_reference_implementation(seed: int) -> None:
+    rnd = random.Random(seed)
+    for _ in range(6):
+        pool, pv = _random_world(rnd, rnd.randint(0, 40))
+        for _ in range(8):
+            requested = rnd.choice((None, 100, 3_000, 5_000))
+            mode = rnd.choice(("chat", "chat", "embedding"))
+            f = RequestFacts(
+                "auto", mode, rnd.choice((0, 1, 10, 700, 1_000, 1_001, 9_000, 40_000, 10**12)), requested,
+                requested if requested is not None else rnd.choice((0, 256, 1_000)),
+                frozenset(rnd.sample(["tools", "json_mode", "vision"], rnd.randint(0, 2))),
+                Constraints(min_quality=rnd.choice((None, 60, 80)), min_context=rnd.choice((None, 30_000)),
+                            providers=rnd.choice((None, frozenset({"p1", "p2", "p3"}), frozenset())),
+                            max_cost=rnd.choice((None, D("0.01"), D("1"), D("0.0015120")))))
+            now = datetime(2024, 5, 1, rnd.randint(0, 23), rnd.choice((0, 29, 30, 59)), tzinfo=UTC)
+            cooling = rnd.choice((frozenset(), frozenset({"p4"})))
+            lat = {d.key: rnd.choice((0.1, 0.2, rnd.random())) for d in pool if rnd.random() < 0.5}
+            try:
+                expected: object = _reference_rank(f, pool, pv, now, cooling, lat)
+            except Exception as exc:  # a missing FX rate of an eligible deployment
+                expected = type(exc)
+            try:
+                got: object = _as_plain(rank(f, pool, pv, now, cooling, lat))
+            except Exception as exc:
+                got = type(exc)
+            assert got == expected
+
+
+def test_rank_with_a_tiny_decimal_precision_still_matches_the_reference() -> None:
+    import decimal
+
+    rnd = random.Random(99)
+    pool, pv = _random_world(rnd, 30)
+    f = facts(123_457, expected=98_765)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 6
+        try:
+            expected: object = _reference_rank(f, pool, pv, NOON)
+        except Exception as exc:
+            expected = type(exc)
+        try:
+            got: object = _as_plain(rank(f, pool, pv, NOON))
+        except Exception as exc:
+            got = type(exc)
+    assert got == expected
+
+
+def test_exclusions_are_plain_exclusions_and_reused_only_for_the_same_facts() -> None:
+    d = dep(quality=50)
+    prices = book({d.key: cny("0.001", "0.002")})
+    first = rank(facts(min_quality=60), [d], prices, NOON).excluded[0]
+    again = rank(facts(min_quality=60), [d], prices, NOON).excluded[0]
+    other = rank(facts(min_quality=70), [d], prices, NOON).excluded[0]
+    assert type(first) is R.Exclusion and first == again
+    assert first.detail == "quality 50 < min_quality 60" and other.detail == "quality 50 < min_quality 70"
+
+
+def test_a_large_pool_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    pool = [dep("p", f"m{i}") for i in range(600)]
+    prices = book({d.key: cny("0.001", "0.002") for d in pool})
+    assert gc.isenabled()
+    assert len(rank(facts(), pool, prices, NOON).candidates) == 600
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        rank(facts(), pool, prices, NOON)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -1,8 +1,8 @@
 """A real Prometheus (tests/deploy/prom.py) scrapes what gateway/metrics.py exports; every dashboard query answers.
 
 The target is a loopback HTTP server exposing a fresh registry filled through `gateway.metrics.Metrics`, so the
-series have exactly the names and labels the gateway exports. (A test against a running gateway reuses
-`running_prometheus` and `panel_queries` the same way.)
+series have exactly the names and labels the gateway exports. tests/e2e/test_metrics_e2e.py does the same against a
+running `gateway serve` after real traffic.
 """
 
 from __future__ import annotations
