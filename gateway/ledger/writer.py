@@ -7,16 +7,7 @@ transaction is in progress new operations pile up and form the next batch, so 10
 handful of commits, not 200, and an idle gateway still commits a lone write at once (no linger timer).
 A single writer task also means this process is one writer to SQLite, so it never contends with itself.
 
-How a batch reaches the database (`_Sink`), the event loop never blocking on it:
-- SQLite (`_SqliteSink`): the whole batch is one call into a dedicated thread that owns a stdlib `sqlite3`
-  connection (WAL, synchronous=NORMAL: durable across a process crash): BEGIN IMMEDIATE, one executemany per
-  statement, COMMIT. One thread hop per batch instead of one per statement through aiosqlite, and no SQLAlchemy
-  compilation or bind processing on the event loop; values are stored in exactly the format SQLAlchemy's column
-  types use (`sqlite_params`, checked by a parity test), so every reader sees the same rows.
-- PostgreSQL (and anything else; `_EngineSink`): SQLAlchemy on one dedicated autocommit connection. The inserts of
-  a batch are one executemany and so are its updates: each is one round trip and atomic on its own (asyncpg sends
-  the whole batch with one Sync), so a batch of opens or of finishes costs one round trip, not BEGIN + statements
-  + COMMIT, and no pool checkout (nor its pre-ping) per batch.
+How a batch reaches the database is `gateway/ledger/sinks.py`.
 
 At start the writer takes its liveness lock (`gateway/ledger/liveness.py`) before it registers or writes anything,
 and records it with its heartbeat, so recovery elsewhere knows at once when this process is gone.
@@ -27,37 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Callable, Literal
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import db
 from gateway.domain import DeploymentKey, LedgerEntry
 from gateway.ledger.liveness import ReplicaLock, lock_for, sqlite_database
 from gateway.ledger.recovery import PriceLookup, heartbeat, recover
-from gateway.ledger.tables import Money, UtcDateTime, cost_columns, ledger, money_text
+from gateway.ledger.sinks import UPDATABLE, EngineSink, Sink, SqliteSink, WriteOp
+from gateway.ledger.tables import cost_columns
 
 log = logging.getLogger(__name__)
-
-# Columns `finish` may change: the deployment can differ from the one opened (fallback), the rest is the outcome.
-_UPDATABLE = (
-    "route", "provider", "model", "upstream_model", "price_version", "input_tokens", "cached_input_tokens",
-    "output_tokens", "currency", "input_cost", "cached_input_cost", "output_cost", "total_cost",
-    "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
-    "output_cost_reporting", "total_cost_reporting", "baseline_cost", "money_scale", "usage_source", "status",
-    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at",
-)
-_UPDATE = (
-    ledger.update()
-    .where(ledger.c.request_id == sa.bindparam("b_request_id"))
-    .values({c: sa.bindparam(f"b_{c}") for c in _UPDATABLE})
-)
 
 
 def utc_now() -> datetime:
@@ -82,15 +55,6 @@ def entry_values(entry: LedgerEntry, now: datetime) -> dict[str, Any]:
         "ttft_ms": entry.ttft_ms, "error_kind": entry.error_kind,
         **cost_columns(entry.cost, entry.baseline_cost),
     }
-
-
-@dataclass(eq=False)
-class _Op:
-    kind: Literal["insert", "update", "heartbeat"]
-    values: dict[str, Any]
-    future: asyncio.Future[None] | None = None
-    tries: int = 0
-    counts: bool = True  # a ledger row (not a heartbeat): part of pending_rows()
 
 
 _STOP = object()
@@ -125,7 +89,7 @@ class SqlLedger:
         self._closed = False
         self._lock: ReplicaLock = lock_for(engine, replica_id, wait_s=lock_wait_s) if liveness_lock else ReplicaLock()
         database = sqlite_database(engine) if fast_sqlite else None
-        self._sink: _Sink = _SqliteSink(database) if database is not None else _EngineSink(engine)
+        self._sink: Sink = SqliteSink(database) if database is not None else EngineSink(engine)
         self.transactions = 0  # committed write batches (tests and benchmarks read it)
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -181,7 +145,7 @@ class SqlLedger:
         """Complete the row. An entry still `in_flight` updates it in place (deployment after a fallback,
         output counted so far), which recovery then bills if this process dies."""
         values = entry_values(entry, self._clock())
-        await self._submit("update", {k: values[k] for k in ("request_id", *_UPDATABLE)}, wait=wait)
+        await self._submit("update", {k: values[k] for k in ("request_id", *UPDATABLE)}, wait=wait)
 
     def pending_rows(self) -> int:
         return self._pending
@@ -192,7 +156,7 @@ class SqlLedger:
             raise RuntimeError("the ledger is not running (start() not called, or stopped)")
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         self._pending += 1
-        self._queue.put_nowait(_Op(kind, values, fut))
+        self._queue.put_nowait(WriteOp(kind, values, fut))
         if fut is not None:
             # Shielded: a caller cancelled (client gone) must not cancel the write, which is already queued.
             await asyncio.shield(fut)
@@ -203,7 +167,7 @@ class SqlLedger:
             first = await self._queue.get()
             if first is _STOP:
                 break
-            batch: list[_Op] = [first]
+            batch: list[WriteOp] = [first]
             while len(batch) < self._max_batch:
                 try:
                     nxt = self._queue.get_nowait()
@@ -215,7 +179,7 @@ class SqlLedger:
                 batch.append(nxt)
             await self._commit(batch)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[WriteOp]) -> None:
         try:
             self.transactions += await self._sink.write(batch)
             self._resolve(batch, None)
@@ -231,7 +195,7 @@ class SqlLedger:
                 except Exception as e:
                     self._failed(op, e)
 
-    def _resolve(self, ops: list[_Op], error: BaseException | None) -> None:
+    def _resolve(self, ops: list[WriteOp], error: BaseException | None) -> None:
         for op in ops:
             if op.counts:
                 self._pending -= 1
@@ -241,7 +205,7 @@ class SqlLedger:
                 else:
                     op.future.set_exception(error)
 
-    def _failed(self, op: _Op, error: Exception) -> None:
+    def _failed(self, op: WriteOp, error: Exception) -> None:
         op.tries += 1
         if op.future is None and op.kind != "heartbeat" and op.tries < self._max_tries and not self._closed:
             # Nobody waits for this write (a streamed response already ended): keep it rather than lose a bill.
@@ -256,7 +220,7 @@ class SqlLedger:
         while True:
             await asyncio.sleep(self._heartbeat_s)
             # Through the queue: the heartbeat rides along with a batch instead of competing with it.
-            self._queue.put_nowait(_Op("heartbeat", {"replica_id": self.replica_id, "at": self._clock()},
+            self._queue.put_nowait(WriteOp("heartbeat", {"replica_id": self.replica_id, "at": self._clock()},
                                        counts=False))
             try:
                 await self._lock.check()
@@ -272,185 +236,3 @@ class SqlLedger:
 
 
 # ------------------------------------------------------------------------------------------------- sinks
-class _Sink:
-    async def start(self) -> None:
-        return None
-
-    async def write(self, batch: list[_Op]) -> int:
-        """Make the batch durable; returns the number of commits it took."""
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-
-def _split(batch: list[_Op]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _Op | None]:
-    inserts = [op.values for op in batch if op.kind == "insert"]
-    updates = [op.values for op in batch if op.kind == "update"]
-    beats = [op for op in batch if op.kind == "heartbeat"]
-    return inserts, updates, beats[-1] if beats else None
-
-
-class _EngineSink(_Sink):
-    """SQLAlchemy on one dedicated autocommit connection (PostgreSQL): each executemany is one round trip."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
-
-    async def _connection(self) -> AsyncConnection:
-        if self._conn is None:
-            conn = await self._engine.connect()
-            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        return self._conn
-
-    async def write(self, batch: list[_Op]) -> int:
-        inserts, updates, beat = _split(batch)
-        if self._engine.dialect.name != "postgresql" or (inserts and updates and _overlap(inserts, updates)):
-            async with self._engine.begin() as conn:  # one transaction (SQLite via aiosqlite, in-batch overlap)
-                await _write(conn, inserts, updates, beat)
-            return 1
-        conn = await self._connection()
-        try:
-            commits = 0
-            if inserts:
-                await conn.execute(ledger.insert(), inserts)
-                commits += 1
-            if updates:
-                await conn.execute(_UPDATE, [{f"b_{k}": v for k, v in u.items()} for u in updates])
-                commits += 1
-            if beat is not None:
-                await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
-                commits += 1
-            return commits
-        except Exception:
-            await self._drop()
-            raise
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-
-def _overlap(inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> bool:
-    """An update of a row inserted in the same batch must run after it, in one transaction."""
-    ids = {v["request_id"] for v in inserts}
-    return any(u["request_id"] in ids for u in updates)
-
-
-async def _write(conn: AsyncConnection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
-                 beat: _Op | None) -> None:
-    if inserts:
-        await conn.execute(ledger.insert(), inserts)
-    if updates:
-        await conn.execute(_UPDATE, [{f"b_{k}": v for k, v in u.items()} for u in updates])
-    if beat is not None:
-        await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
-
-
-# SQLite storage formats, the same as SQLAlchemy's types produce (tests/ledger/test_writer.py checks parity).
-def _sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError(f"ledger times must be timezone-aware datetimes, got {value!r}")
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _sqlite_money(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float) or not isinstance(value, (Decimal, int)):
-        raise TypeError(f"money must be Decimal, got {type(value).__name__}")
-    return money_text(Decimal(value))
-
-
-def _converter(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
-    if isinstance(column.type, Money):
-        return _sqlite_money
-    if isinstance(column.type, UtcDateTime):
-        return _sqlite_time
-    if isinstance(column.type, sa.Boolean):
-        return lambda v: None if v is None else int(bool(v))
-    return None
-
-
-_INSERT_COLUMNS = [c for c in ledger.columns if c.name != "id"]
-_INSERT_SQL = (f"INSERT INTO ledger ({', '.join(c.name for c in _INSERT_COLUMNS)}) "
-               f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})")
-_INSERT_CONV = [(c.name, _converter(c)) for c in _INSERT_COLUMNS]
-_UPDATE_SQL = (f"UPDATE ledger SET {', '.join(f'{c} = ?' for c in _UPDATABLE)} WHERE request_id = ?")
-_UPDATE_CONV = [(c, _converter(ledger.c[c])) for c in (*_UPDATABLE, "request_id")]
-
-
-def sqlite_params(values: dict[str, Any], conv: list[tuple[str, Callable[[Any], Any] | None]]) -> tuple[Any, ...]:
-    return tuple(values.get(name) if f is None else f(values.get(name)) for name, f in conv)
-
-
-class _SqliteSink(_Sink):
-    """Each batch is one call into a dedicated thread holding a stdlib sqlite3 connection."""
-
-    def __init__(self, database: str) -> None:
-        self._database = database
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
-        self._conn: sqlite3.Connection | None = None
-
-    async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._connect)
-
-    def _connect(self) -> None:
-        conn = sqlite3.connect(self._database, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable across a process crash (kill -9)
-        conn.execute("PRAGMA busy_timeout=30000")
-        self._conn = conn
-
-    async def write(self, batch: list[_Op]) -> int:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, batch)
-        return 1
-
-    def _write_sync(self, batch: list[_Op]) -> None:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("the SQLite ledger connection is closed")
-        inserts, updates, beat = _split(batch)
-        # Convert before taking the write lock: a bad value fails the batch without holding up other writers.
-        ins = [sqlite_params(v, _INSERT_CONV) for v in inserts]
-        upd = [sqlite_params(v, _UPDATE_CONV) for v in updates]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if ins:
-                conn.executemany(_INSERT_SQL, ins)
-            if upd:
-                conn.executemany(_UPDATE_SQL, upd)
-            if beat is not None:
-                rid, at = beat.values["replica_id"], _sqlite_time(beat.values["at"])
-                if conn.execute("UPDATE ledger_replicas SET heartbeat_at = ? WHERE replica_id = ?",
-                                (at, rid)).rowcount == 0:
-                    conn.execute("INSERT INTO ledger_replicas (replica_id, started_at, heartbeat_at) "
-                                 "VALUES (?, ?, ?)", (rid, at, at))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    async def close(self) -> None:
-        def _close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self._pool, _close)
-        self._pool.shutdown(wait=False)
