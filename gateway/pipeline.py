@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Awaitable, Mapping, TypeVar
 
 from starlette.responses import Response, StreamingResponse
 
@@ -32,12 +32,25 @@ from gateway.services import DEFAULT_IDENTITY, Identity, Services
 from gateway.streaming import StreamRelay
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _OUTCOME_OF = {
     E.BudgetExceeded: "budget_exceeded",
     E.RateLimited: "rate_limited",
     E.NoEligibleDeployment: "no_route",
 }
+
+
+async def _shared_state(call: Awaitable[T], request_id: str) -> T:
+    """Await a call into keys, rate limits or budgets (Redis / the ledger database). If that state cannot be
+    reached, the request is refused (503) before any vendor is called: never sent unmetered or over budget."""
+    try:
+        return await call
+    except E.GatewayError:
+        raise
+    except Exception:
+        log.exception("shared state unavailable for request %s", request_id)
+        raise E.StateUnavailable("the gateway's shared state is unavailable; retry shortly") from None
 
 
 def _outcome(exc: Exception) -> str:
@@ -79,7 +92,7 @@ class Pipeline:
                 raise E.BodyTooLarge(f"request body exceeds {cfg.max_body_bytes} bytes")
             parsed = (parse_chat(raw, headers, self.s.tokens, cfg.default_expected_output_tokens) if mode == "chat"
                       else parse_embedding(raw, headers, self.s.tokens))
-            identity = await self._identify(headers)
+            identity = await _shared_state(self._identify(headers), request_id)
             facts, pool, route = self._resolve(parsed.facts)
             prices = self.s.price_book.current(started_at)
             decision = self._rank(facts, pool, prices)
@@ -89,21 +102,18 @@ class Pipeline:
                                              code=code)
             attempts = decision.candidates[: cfg.max_attempts]
             if self.s.ratelimit is not None:
-                await self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens)
+                await _shared_state(self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens),
+                                    request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
                                  facts.prompt_tokens, parsed.stream)
             if self.s.budgets is not None:
                 worst = self._worst_case(facts, attempts, prices)
-                books.reservation = await self.s.budgets.reserve(identity, request_id, worst)
+                books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
         except E.ClientError as exc:
             self.s.metrics.record_request(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc))
             return error_response(exc, base_headers)
-        except Exception:
-            # Keys, rate limits and budgets live in Redis / the ledger database; if they cannot be reached the
-            # request is refused before any vendor is called (never sent unmetered or over budget).
-            log.exception("shared state unavailable for request %s", request_id)
-            return error_response(E.StateUnavailable("the gateway's shared state is unavailable; retry shortly"),
-                                  base_headers)
+        except E.StateUnavailable as exc:
+            return error_response(exc, base_headers)
         try:
             return await self._attempt_all(parsed, attempts, books, base_headers)
         except BaseException:
