@@ -155,6 +155,8 @@ class GatewaySettings(_Strict):
     redis_url: str | None = None
     redis_prefix: str = "gw:"  # key prefix in Redis, so several gateways (or tests) can share one server
     admin_key: SecretStr | None = None
+    # HMAC secret for client-key hashes; unset, it is derived from admin_key (rotating that then voids every key).
+    key_hash_secret: SecretStr | None = None
     require_api_key: bool = False
     max_attempts: int = Field(3, ge=1)
     default_expected_output_tokens: int = Field(256, ge=0)

@@ -70,3 +70,13 @@ def test_admin_key() -> None:
         with pytest.raises(Unauthorized) as e:
             check_admin_key(headers, admin)
         assert "s3cret" not in str(e.value) and "wrong" not in str(e.value)
+
+
+def test_key_hash_secret_setting_keeps_hashes_stable_when_the_admin_key_rotates():
+    from gateway.config.schema import GatewaySettings
+    from gateway.keys.secrets import derive_secret
+
+    before = GatewaySettings(admin_key="admin-1", key_hash_secret="hash-secret")
+    after = GatewaySettings(admin_key="admin-2", key_hash_secret="hash-secret")
+    assert derive_secret(before) == derive_secret(after)
+    assert derive_secret(GatewaySettings(admin_key="admin-1")) != derive_secret(GatewaySettings(admin_key="admin-2"))
