@@ -51,7 +51,7 @@ class _LitellmStream:
     async def _payloads(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._chunks:
-                yield orjson.dumps(chunk.model_dump(exclude_none=True))
+                yield orjson.dumps(chunk.model_dump(exclude_none=True, warnings=False))
         except UpstreamFailure:
             raise
         except Exception as exc:  # litellm raises its own hierarchy; translate at the edge
@@ -88,7 +88,7 @@ class LitellmProvider:
             resp = await fn(**self._kwargs(deployment, body))
         except Exception as exc:
             raise _failure(exc) from None
-        obj = resp.model_dump(exclude_none=True)
+        obj = resp.model_dump(exclude_none=True, warnings=False)
         return JSONResult(orjson.dumps(obj), obj)
 
     async def complete(self, deployment: Deployment, body: dict[str, Any]) -> JSONResult:

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.config.schema import ProviderConfig
@@ -24,9 +24,30 @@ from gateway.providers.litellm_adapter import LitellmProvider
 SEEN: list[dict[str, Any]] = []
 
 
-async def messages(request: Request) -> JSONResponse:
+def _anthropic_stream(model: str) -> bytes:
+    events = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_2", "type": "message", "role": "assistant", "content": [], "model": model,
+            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "hello "}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "stream"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": 4}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return b"".join(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events)
+
+
+async def messages(request: Request) -> Response:
     body = await request.json()
     SEEN.append({"body": body, "api_key": request.headers.get("x-api-key")})
+    if body.get("stream"):
+        return Response(_anthropic_stream(body["model"]), media_type="text/event-stream")
     if body["messages"][0]["content"] in ("fail", [{"type": "text", "text": "fail"}]):
         return JSONResponse({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
                             status_code=529)
@@ -73,6 +94,23 @@ async def test_litellm_provider_maps_vendor_overload_to_a_retryable_failure(anth
     with pytest.raises(UpstreamFailure) as info:
         await provider.complete(d, {"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "fail"}]})
     assert info.value.status is not None and info.value.status >= 500
+
+
+async def test_litellm_stream_comes_back_as_openai_chunks_with_usage(anthropic_url):
+    from gateway.metering import StreamMeter
+
+    provider, d = _provider(anthropic_url)
+    events = await provider.stream(d, {"model": "claude-haiku", "max_tokens": 20, "stream": True,
+                                        "stream_options": {"include_usage": True},
+                                        "messages": [{"role": "user", "content": "hi"}]})
+    meter = StreamMeter(client_wants_usage=True)
+    payloads = [p async for p in events]
+    await events.aclose()
+    for p in payloads:
+        meter.feed(p)
+    assert payloads[-1] == b"[DONE]"
+    assert meter.output_text() == "hello stream"
+    assert meter.usage is not None and meter.usage.input_tokens == 11 and meter.usage.output_tokens == 4
 
 
 def test_openai_compatible_path_never_imports_litellm():
