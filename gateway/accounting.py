@@ -6,9 +6,10 @@ passes through `RequestBooks.close`, so no outcome can skip the ledger or the me
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -20,8 +21,25 @@ from gateway.services import Identity, Services
 ZERO_USAGE = Usage(0, 0, 0, source="provider")
 
 
+_ID_MASK = (1 << 80) - 1
+_id_base = int.from_bytes(os.urandom(10), "big")
+_id_seq = itertools.count()
+
+
 def new_request_id() -> str:
-    return "gw-" + uuid.uuid4().hex
+    """`gw-` + 32 hex digits, like a UUID's: 12 of the time in ms, then 20 of a per-process random 80-bit start
+    plus a counter (unique within the process; across processes a collision needs two random starts within a few
+    billion of each other in 2^80). Time-ordered, so the ledger's unique index on request_id takes rows at its
+    right edge instead of at random pages, and no system call per request (uuid4 reads os.urandom)."""
+    return f"gw-{time.time_ns() // 1_000_000:012x}{(_id_base + next(_id_seq)) & _ID_MASK:020x}"
+
+
+def _reseed_ids_after_fork() -> None:
+    global _id_base
+    _id_base = int.from_bytes(os.urandom(10), "big")
+
+
+os.register_at_fork(after_in_child=_reseed_ids_after_fork)
 
 
 def money_str(amount: Decimal) -> str:
@@ -88,14 +106,14 @@ class RequestBooks:
         if d is not None and usage is not None:
             cost = self.cost_of(d, usage)
             baseline = self.baseline_cost(usage)
-        if self.entry is not None and d is not None:
-            self.entry = replace(
-                self.entry, provider=d.provider, model=d.model, upstream_model=d.upstream_model, status=status,
-                usage=usage or ZERO_USAGE, cost=cost, baseline_cost=baseline, attempts=attempts,
-                latency_ms=int(elapsed * 1000), ttft_ms=None if ttft_s is None else int(ttft_s * 1000),
-                error_kind=error_kind,
+        e = self.entry
+        if e is not None and d is not None:
+            self.entry = e = LedgerEntry(
+                e.request_id, e.started_at, e.team, e.key_id, e.route, d.provider, d.model, d.upstream_model,
+                e.price_version, e.replica_id, e.prompt_tokens_estimate, e.stream, status, usage or ZERO_USAGE, cost,
+                baseline, attempts, int(elapsed * 1000), None if ttft_s is None else int(ttft_s * 1000), error_kind,
             )
-            await s.ledger.finish(self.entry, wait=wait)
+            await s.ledger.finish(e, wait=wait)
         provider = d.provider if d is not None else NO_PROVIDER
         model = d.model if d is not None else NO_PROVIDER
         m.record_request(self.route, provider, model, outcome)

@@ -102,6 +102,20 @@ async def stop_services(services: Services) -> None:
         await services.engine.dispose()
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, with the two hot POST routes dispatched before its middleware stack and router (see
+    `openai_routes.hot_post`); everything else (lifespan, ops, admin) goes through FastAPI as usual."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            mode = openai_routes.HOT_ROUTES.get(scope["path"])
+            if mode is not None and not scope.get("root_path"):
+                scope["app"] = self
+                await openai_routes.hot_post(self, mode, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(config: Config, **overrides: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +127,7 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
         finally:
             await stop_services(services)
 
-    app = FastAPI(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
                    admin_reports.router):
         app.include_router(router)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Awaitable, Mapping, TypeVar
 
@@ -51,6 +52,13 @@ async def _shared_state(call: Awaitable[T], request_id: str) -> T:
     except Exception:
         log.exception("shared state unavailable for request %s", request_id)
         raise E.StateUnavailable("the gateway's shared state is unavailable; retry shortly") from None
+
+
+def _applies(limiter: Any, identity: Any) -> bool:
+    """Whether a rate limiter or the budgets have anything to check for this caller (an implementation that
+    cannot say is always asked)."""
+    applies = getattr(limiter, "applies", None)
+    return True if applies is None else bool(applies(identity))
 
 
 def _outcome(exc: Exception) -> str:
@@ -95,19 +103,22 @@ class Pipeline:
             identity = await _shared_state(self._identify(headers), request_id)
             facts, pool, route = self._resolve(parsed.facts)
             prices = self.s.price_book.current(started_at)
-            decision = self._rank(facts, pool, prices)
+            decision = self._rank(facts, pool, prices, started_at)
             if not decision.candidates:
                 code = "context_length_exceeded" if decision.all_context_length else None
                 raise E.NoEligibleDeployment(f"no eligible deployment for '{facts.model}': {explain(decision)}",
                                              code=code)
             attempts = decision.candidates[: cfg.max_attempts]
-            if self.s.ratelimit is not None:
+            # A request no rate limit or budget applies to (no key with limits, no key or team budget) skips them
+            # and the worst-case pricing the reservation needs (both would have returned at once).
+            rl = self.s.ratelimit
+            if rl is not None and _applies(rl, identity):
                 await _shared_state(self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens),
                                     request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
                                  facts.prompt_tokens, parsed.stream)
-            if self.s.budgets is not None:
-                worst = self._worst_case(facts, attempts, prices)
+            if self.s.budgets is not None and _applies(self.s.budgets, identity):
+                worst = self._worst_case(facts, attempts, prices, started_at)
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
         except E.ClientError as exc:
             self.s.metrics.record_request(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc))
@@ -142,14 +153,15 @@ class Pipeline:
                                   param="model")
         return facts, pool, facts.model
 
-    def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion) -> Decision:
+    def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion,
+              now: datetime | None = None) -> Decision:
         h = self.s.health
-        return rank(facts, pool, prices, utc_now(), h.cooling(), h.latencies())
+        return rank(facts, pool, prices, now or utc_now(), h.cooling(), h.latencies())
 
-    def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion) -> Decimal:
+    def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
+                    now: datetime) -> Decimal:
         """Most any attempt could cost: the prompt at input price plus every allowed output token."""
         worst = Decimal(0)
-        now = utc_now()
         for c in attempts:
             d = c.deployment
             out = facts.requested_output_tokens

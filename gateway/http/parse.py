@@ -91,9 +91,27 @@ def _providers(value: Any) -> frozenset[str] | None:
     return allowed or None  # an empty header means "no allow-list", not "allow nothing"
 
 
+_NO_CONSTRAINTS = Constraints()
+_HEADER_PREFIX = b"x-gateway-"
+
+
+def _no_gateway_headers(headers: Mapping[str, str]) -> bool:
+    """True when `headers` (Starlette's, whose raw names are lower-case) carry no X-Gateway-* header at all: one
+    pass over the raw list instead of four case-insensitive lookups. Other mappings: False (look them up)."""
+    raw = getattr(headers, "raw", None)
+    if not isinstance(raw, list):
+        return False
+    for name, _ in raw:
+        if name.startswith(_HEADER_PREFIX):
+            return False
+    return True
+
+
 def parse_constraints(body_field: Any, headers: Mapping[str, str]) -> Constraints:
     """Constraints from the body's `gateway` object, else from X-Gateway-* headers (the body wins)."""
     if body_field is None:
+        if _no_gateway_headers(headers):
+            return _NO_CONSTRAINTS
         body_field = {}
     if not isinstance(body_field, dict):
         raise BadRequest("'gateway' must be an object", param="gateway")

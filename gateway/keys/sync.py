@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from gateway.keys.store import KeyStore
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,8 @@ class KeySync:
             await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._store.set_publisher(None)
 
     async def _members(self) -> list[str]:

@@ -33,6 +33,9 @@ STATUSES = (
 
 
 def decimals_of(value: Decimal) -> int:
+    text = str(value)  # plain 'ddd.ddd' unless the exponent is positive or small (then scientific: ask as_tuple)
+    if "E" not in text:
+        return len(text.partition(".")[2])
     exp = value.as_tuple().exponent
     return max(0, -int(exp))  # type: ignore[arg-type]
 
@@ -44,7 +47,13 @@ def scale_for(value: Decimal) -> int:
 
 
 def row_scale(*values: Decimal | None) -> int:
-    return max((scale_for(v) for v in values if v is not None), default=BASE_SCALE)
+    d = 0
+    for v in values:
+        if v is not None:
+            n = decimals_of(v)
+            if n > d:
+                d = n
+    return BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE
 
 
 def money_text(value: Decimal) -> str:
@@ -182,6 +191,8 @@ EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOpera
 
 def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, Any]:
     """The money columns of a row: each direction in the deployment's currency and, exactly, in the reporting one."""
+    if cost is None and baseline_cost is None:
+        return dict(_NO_COST)  # an in-flight row, or a request that ended unpriced
     values: dict[str, Any] = dict.fromkeys(MONEY_COLUMNS)
     values.update(currency=None, reporting_currency=None, fx_rate=None)
     if cost is not None:
@@ -206,3 +217,5 @@ MONEY_COLUMNS = (
     "input_cost", "cached_input_cost", "output_cost", "total_cost", "input_cost_reporting",
     "cached_input_cost_reporting", "output_cost_reporting", "total_cost_reporting", "baseline_cost",
 )
+_NO_COST: dict[str, Any] = {**dict.fromkeys(MONEY_COLUMNS), "currency": None, "reporting_currency": None,
+                            "fx_rate": None, "money_scale": BASE_SCALE}

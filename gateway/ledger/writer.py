@@ -158,8 +158,9 @@ class SqlLedger:
         self._pending += 1
         self._queue.put_nowait(WriteOp(kind, values, fut))
         if fut is not None:
-            # Shielded: a caller cancelled (client gone) must not cancel the write, which is already queued.
-            await asyncio.shield(fut)
+            # A caller cancelled here (client gone) cancels only its wait: the write is already queued and happens
+            # anyway (_resolve skips a future that is done). No shield needed, and none paid for.
+            await fut
 
     async def _write_loop(self) -> None:
         stopping = False
@@ -184,16 +185,20 @@ class SqlLedger:
             self.transactions += await self._sink.write(batch)
             self._resolve(batch, None)
         except Exception as batch_error:
-            if len(batch) == 1:
-                self._failed(batch[0], batch_error)
-                return
-            # One bad row must not fail its neighbours: retry each on its own.
-            for op in batch:
-                try:
-                    self.transactions += await self._sink.write([op])
-                    self._resolve([op], None)
-                except Exception as e:
-                    self._failed(op, e)
+            await self._commit_one_by_one(batch, batch_error)
+        await self._sink.after_batch()
+
+    async def _commit_one_by_one(self, batch: list[WriteOp], batch_error: Exception) -> None:
+        if len(batch) == 1:
+            self._failed(batch[0], batch_error)
+            return
+        # One bad row must not fail its neighbours: retry each on its own.
+        for op in batch:
+            try:
+                self.transactions += await self._sink.write([op])
+                self._resolve([op], None)
+            except Exception as e:
+                self._failed(op, e)
 
     def _resolve(self, ops: list[WriteOp], error: BaseException | None) -> None:
         for op in ops:

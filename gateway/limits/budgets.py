@@ -86,6 +86,14 @@ class Budgets:
         self._currency = currency
         self._clock = clock
 
+    @staticmethod
+    def applies(identity: Identity) -> bool:
+        """Whether `scopes` would be non-empty (a budget on the key, or on the team): the pipeline skips the
+        reservation, and the worst-case pricing it needs, when not."""
+        key_budget = getattr(identity, "key_budget", None)
+        return getattr(identity, "team_budget", None) is not None or (
+            key_budget is not None and identity.key_id is not None)
+
     def scopes(self, identity: Identity, now: datetime | None = None) -> list[Scope]:
         now = now or self._clock()
         out = []

@@ -68,6 +68,11 @@ return 1
 """ % {"ttl": _TTL_S}
 
 
+def applies(identity: Identity) -> bool:
+    """Whether the caller has a limit to check (a gateway key with rpm or tpm): `check` returns at once if not."""
+    return identity.key_id is not None and bool(getattr(identity, "rpm", None) or getattr(identity, "tpm", None))
+
+
 class RateLimiter(Protocol):
     async def check(self, identity: Identity, estimated_tokens: int) -> None:
         """Charge one request and its estimated tokens, or raise RateLimited(retry_after) charging nothing."""
@@ -82,6 +87,8 @@ def _refuse(identity: Identity, wait_s: float) -> RateLimited:
 
 
 class MemoryRateLimiter:
+    applies = staticmethod(applies)
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[str, str], d.Bucket] = {}
@@ -112,6 +119,8 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
+    applies = staticmethod(applies)
+
     def __init__(self, redis: Any, prefix: str = "gw:") -> None:
         self._prefix = prefix
         self._check = redis.register_script(_CHECK)

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from gateway.domain import Deployment, PriceVersion
 from gateway.metrics import Metrics
 from gateway.prices.book import PriceBook
+from gateway.tasks import cancel_and_wait
 
 _DIRECTIONS = ("input", "cached_input", "output")
 
@@ -82,8 +83,5 @@ class PriceGaugeWatcher:
             self._task = asyncio.create_task(self._run(), name="price-gauges")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

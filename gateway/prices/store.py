@@ -36,6 +36,7 @@ from gateway.migrations.m0002_prices import price_versions as T
 from gateway.prices.book import PriceBook, version_from_config
 from gateway.prices.changes import Change, add_missing_deployments, effective_time
 from gateway.prices.formats import stored_fields_to_price, version_document
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,8 @@ class PriceStore:
             self._task = asyncio.create_task(loop, name="price-store-follow")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # --------------------------------------------------------------------------------------- publishing
     async def _insert(self, drafts: list[PriceVersion], first: int, source: str) -> list[PriceVersion]:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from gateway.domain import DeploymentKey
 from gateway.state.base import CooldownPolicy
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,8 @@ class RedisHealth:
         self._task = asyncio.create_task(self._run(), name="health-mirror")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

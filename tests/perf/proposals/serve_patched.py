@@ -4,6 +4,7 @@
 
 Patches (each mirrors a change proposed in the issue-8 report and not applied; nothing on disk is changed;
 the earlier `coalesce` and `rank` proposals are now part of the gateway):
+  noledger  the ledger kept in memory (not durable): `--proposals "" noledger` gives the ledger's cost
   nowait    a non-streamed response does not wait for its completed ledger row to be durable (the in-flight row
             opened before the upstream call still is)
 """
@@ -33,7 +34,21 @@ def nowait() -> None:
     pipeline.Pipeline._respond = _respond  # type: ignore[method-assign]
 
 
-PATCHES = {"nowait": nowait}
+def noledger() -> None:
+    """Not a proposal: the gateway with an in-memory ledger, to measure what the durable ledger costs (issue 4)."""
+    from gateway import app
+    from gateway.ledger.base import MemoryLedger
+
+    original = app.build_services
+
+    async def build_services(config: Any, **overrides: Any) -> Any:
+        overrides.setdefault("ledger", MemoryLedger())
+        return await original(config, **overrides)
+
+    app.build_services = build_services  # type: ignore[assignment]
+
+
+PATCHES = {"nowait": nowait, "noledger": noledger}
 
 
 def main() -> None:
