@@ -259,7 +259,8 @@ class SqliteSink(Sink):
             self._commit(ins, upd, beat)
             self.inline_commits += 1
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e):
+            # Primary result code: extended codes (e.g. SQLITE_BUSY_SNAPSHOT) keep it in the low byte.
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
             # Another process holds the write lock: wait for it off the loop.
             await asyncio.get_running_loop().run_in_executor(self._pool, self._commit_waiting, ins, upd, beat)
