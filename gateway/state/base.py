@@ -33,13 +33,15 @@ class Health(Protocol):
         """A failure; a 429 cools the provider down at once, others after N consecutive failures."""
 
 
-class LocalHealth:
+class HealthView:
+    """What this process knows of provider health: cool-down deadlines (on its own monotonic clock) and smoothed
+    latencies. The router reads it on every request, so reading never does I/O. Subclasses decide how deadlines
+    arrive: `LocalHealth` from this process's failures, `RedisHealth` from every replica's."""
+
     _ALPHA = 0.2  # smoothing of recent latency: recent requests dominate, one outlier does not
 
-    def __init__(self, policies: dict[str, CooldownPolicy], clock: Callable[[], float] = time.monotonic) -> None:
-        self._policies = policies
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._failures: dict[str, int] = {}
         self._until: dict[str, float] = {}
         self._latency: dict[DeploymentKey, float] = {}
         self._cooling_cache: frozenset[str] = frozenset()
@@ -58,10 +60,20 @@ class LocalHealth:
     def latencies(self) -> dict[DeploymentKey, float]:
         return self._latency
 
-    async def record_success(self, key: DeploymentKey, latency_s: float) -> None:
-        self._failures.pop(key[0], None)
+    def _observe_latency(self, key: DeploymentKey, latency_s: float) -> None:
         prev = self._latency.get(key)
         self._latency[key] = latency_s if prev is None else prev + self._ALPHA * (latency_s - prev)
+
+
+class LocalHealth(HealthView):
+    def __init__(self, policies: dict[str, CooldownPolicy], clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self._policies = policies
+        self._failures: dict[str, int] = {}
+
+    async def record_success(self, key: DeploymentKey, latency_s: float) -> None:
+        self._failures.pop(key[0], None)
+        self._observe_latency(key, latency_s)
 
     async def record_failure(self, provider: str, *, rate_limited: bool) -> None:
         policy = self._policies.get(provider, CooldownPolicy(3, 30.0))

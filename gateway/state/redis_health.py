@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable
 
 from gateway.domain import DeploymentKey
-from gateway.state.base import CooldownPolicy
+from gateway.state.base import CooldownPolicy, HealthView
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -65,45 +65,25 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisHealth:
-    _ALPHA = 0.2  # latency smoothing, as in LocalHealth
-
+class RedisHealth(HealthView):
     def __init__(self, redis: Any, policies: dict[str, CooldownPolicy], *, prefix: str = "gw:",
                  poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
         self._redis = redis
         self._policies = policies
         self._poll_s = poll_s
-        self._clock = clock
         self._fails_key = f"{prefix}health:fails"
         self._cool_key = f"{prefix}health:cool"
         self._channel = f"{prefix}health:events"
         self._fail = redis.register_script(_FAIL)
         self._snapshot = redis.register_script(_SNAPSHOT)
-        self._until: dict[str, float] = {}  # provider -> local monotonic deadline
-        self._cooling_cache: frozenset[str] = frozenset()
         self._maybe_failing: set[str] = set()  # providers whose failure count may be non-zero in Redis
-        self._latency: dict[DeploymentKey, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- the Health protocol -------------------------------------------------------------------------------------
 
-    def cooling(self) -> frozenset[str]:
-        if not self._until:
-            return frozenset()
-        now = self._clock()
-        expired = [p for p, t in self._until.items() if t <= now]
-        for p in expired:
-            del self._until[p]
-        if expired or len(self._cooling_cache) != len(self._until):
-            self._cooling_cache = frozenset(self._until)
-        return self._cooling_cache
-
-    def latencies(self) -> dict[DeploymentKey, float]:
-        return self._latency
-
     async def record_success(self, key: DeploymentKey, latency_s: float) -> None:
-        prev = self._latency.get(key)
-        self._latency[key] = latency_s if prev is None else prev + self._ALPHA * (latency_s - prev)
+        self._observe_latency(key, latency_s)
         # Only touch Redis when a failure count may exist: successes are the hot path.
         if key[0] in self._maybe_failing:
             self._maybe_failing.discard(key[0])
