@@ -8,22 +8,13 @@ from typing import Optional
 
 import typer
 
-from gateway.config.load import load_config, resolve_config_path
-from gateway.config.schema import Config
+from gateway.config.load import resolve_config_path
 from gateway import cli_keys, cli_ledger, cli_prices
-from gateway.errors import ConfigError, GatewayError
+from gateway.cli_common import ConfigOpt, load_config_or_exit
+from gateway.errors import GatewayError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="OpenAI-compatible LLM cost-routing gateway")
 
-ConfigOpt = typer.Option(None, "--config", help="config file (default: $GATEWAY_CONFIG, else config/gateway.yaml)")
-
-
-def _load(path: Optional[str]) -> Config:
-    try:
-        return load_config(resolve_config_path(path))
-    except ConfigError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -34,7 +25,7 @@ def serve(config: Optional[str] = ConfigOpt, host: str = "127.0.0.1", port: int 
     from gateway.server import serve as run_server
 
     path = resolve_config_path(config)
-    cfg = _load(path)
+    cfg = load_config_or_exit(path)
     os.environ["GATEWAY_CONFIG"] = path  # workers load the same file
     run_server(cfg, host=host, port=port, workers=workers)
 
@@ -44,7 +35,7 @@ def check_config(file: str) -> None:
     """Validate a config file and print its deployments."""
     from gateway.config.describe import deployments_table
 
-    cfg = _load(file)
+    cfg = load_config_or_exit(file)
     typer.echo(deployments_table(cfg))
     typer.echo(f"ok: {len(cfg.deployments)} deployments, {len(cfg.providers)} providers, "
                f"{len(cfg.routes)} routes")
@@ -63,7 +54,7 @@ def route(
     from gateway.explain import decision_table
     from gateway.offline import dry_run_facts
 
-    cfg = _load(config)
+    cfg = load_config_or_exit(config)
     try:
         facts, pool, prices, now = dry_run_facts(cfg, model, prompt_tokens, max_tokens, min_quality)
     except GatewayError as e:

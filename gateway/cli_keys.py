@@ -12,12 +12,12 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import typer
 
+from gateway.cli_common import ConfigOpt
 from gateway.config.load import load_config, resolve_config_path
 from gateway.decisions.limits import Budget, parse_budget, period_start
 from gateway.errors import GatewayError
 
 T = TypeVar("T")
-ConfigOpt = typer.Option(None, "--config", help="config file (default: $GATEWAY_CONFIG, else config/gateway.yaml)")
 
 
 def _run(config_path: Optional[str], body: Callable[[Any, Any], Awaitable[T]]) -> T:

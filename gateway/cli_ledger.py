@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Optional
 import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.config.load import load_config, resolve_config_path
+from gateway.cli_common import ConfigOpt, load_config_or_exit
 from gateway.config.schema import Config
 from gateway.db import create_engine, upgrade
 from gateway.errors import GatewayError
@@ -26,18 +26,11 @@ from gateway.prices.book import PriceBook
 ledger_app = typer.Typer(help="The request ledger.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 
-ConfigOpt = typer.Option(None, "--config", help="config file (default: $GATEWAY_CONFIG, else config/gateway.yaml)")
 FromOpt = typer.Option(..., "--from", help="inclusive: a date (UTC midnight) or ISO time, UTC unless an offset")
 ToOpt = typer.Option(..., "--to", help="exclusive: a date or ISO time")
 GroupOpt = typer.Option("", "--group-by", help="comma-separated: day,month,team,key,route,provider,model")
 
 
-def _config(path: Optional[str]) -> Config:
-    try:
-        return load_config(resolve_config_path(path))
-    except GatewayError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from None
 
 
 async def _load_book(engine: AsyncEngine, config: Config) -> PriceBook:
@@ -74,7 +67,7 @@ def report_command(
     config: Optional[str] = ConfigOpt,
 ) -> None:
     """Finance report from the ledger: exact sums per group, baseline cost and savings."""
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
     try:
         window = reports.make_window(from_, to)
         groups = reports.parse_group_by(group_by)
@@ -105,7 +98,7 @@ def reprice_command(
     if (prices is None) == (version is None):
         typer.echo("error: give exactly one of --prices FILE or --version N", err=True)
         raise typer.Exit(2)
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
     try:
         window = reports.make_window(from_, to)
         groups = reports.parse_group_by(group_by)
@@ -144,7 +137,7 @@ def recover_command(
                                                      "(default: longest provider timeout + 30)"),
 ) -> None:
     """Close rows left in_flight by dead replicas as interrupted, with estimated usage."""
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
     stale = stale_after if stale_after is not None else stale_after_for(cfg)
     base = cfg.savings_baseline
 
@@ -160,7 +153,7 @@ def recover_command(
 @db_app.command("upgrade")
 def upgrade_command(config: Optional[str] = ConfigOpt) -> None:
     """Apply pending schema migrations to the ledger database."""
-    cfg = _config(config)
+    cfg = load_config_or_exit(config)
 
     applied = _run(cfg, upgrade, migrate=False)
     where = cfg.gateway.ledger_url.split("@")[-1]  # never print credentials

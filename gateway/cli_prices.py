@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from gateway.config.load import load_config, resolve_config_path
+from gateway.cli_common import load_config_or_exit
 from gateway.config.schema import Config
 from gateway.db import create_engine, upgrade
 from gateway.errors import GatewayError
@@ -29,12 +29,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(prices_app, name="prices")
 
 
-def _config(path: Optional[str]) -> Config:
-    try:
-        return load_config(resolve_config_path(path))
-    except GatewayError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from None
 
 
 async def _with_store(config: Config, seed: bool, work: Any) -> Any:
@@ -85,7 +79,7 @@ def print_diff(diff: Diff, *, max_unmatched: int | None = None) -> None:
 @prices_app.command("list")
 def list_prices(config_file: Optional[str] = typer.Option(None, "--config", help="config file")) -> None:
     """Show the price table in force now, and any scheduled versions."""
-    config = _config(config_file)
+    config = load_config_or_exit(config_file)
 
     async def work(store: PriceStore) -> None:
         now = datetime.now(timezone.utc)
@@ -125,7 +119,7 @@ def import_prices(
     if fmt not in FORMATS:
         typer.echo(f"--format must be one of {', '.join(FORMATS)}", err=True)
         raise typer.Exit(2)
-    config = _config(config_file)
+    config = load_config_or_exit(config_file)
     try:
         parsed = parse(file.read_text(encoding="utf-8"), fmt)
     except GatewayError as e:
