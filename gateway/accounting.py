@@ -42,14 +42,6 @@ def _reseed_ids_after_fork() -> None:
 os.register_at_fork(after_in_child=_reseed_ids_after_fork)
 
 
-def money_str(amount: Decimal) -> str:
-    """Plain decimal text without exponent or trailing zeros: 0.0005005, 0, 12.5."""
-    if not amount:
-        return "0"
-    text = format(amount.normalize(), "f")
-    return text
-
-
 @dataclass
 class RequestBooks:
     """The bookkeeping of one request from the moment it is sent upstream."""

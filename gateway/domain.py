@@ -11,6 +11,8 @@ from datetime import datetime, time
 from decimal import Decimal
 from typing import Literal, Mapping
 
+from gateway.money import EXACT
+
 ZERO = Decimal(0)
 
 Mode = Literal["chat", "embedding"]
@@ -131,23 +133,23 @@ class Cost:
 
     @property
     def total(self) -> Decimal:
-        return self.input + self.cached_input + self.output
+        return EXACT.add(EXACT.add(self.input, self.cached_input), self.output)
 
     @property
     def input_reporting(self) -> Decimal:
-        return self.input * self.fx_rate
+        return EXACT.multiply(self.input, self.fx_rate)
 
     @property
     def cached_input_reporting(self) -> Decimal:
-        return self.cached_input * self.fx_rate
+        return EXACT.multiply(self.cached_input, self.fx_rate)
 
     @property
     def output_reporting(self) -> Decimal:
-        return self.output * self.fx_rate
+        return EXACT.multiply(self.output, self.fx_rate)
 
     @property
     def total_reporting(self) -> Decimal:
-        return self.total * self.fx_rate
+        return EXACT.multiply(self.total, self.fx_rate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.accounting import money_str
 from gateway.decisions.routing import Decision
 from gateway.domain import PriceVersion, RequestFacts
+from gateway.money import money_str
 
 
 def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Mapping, TypeVar
 from starlette.responses import Response, StreamingResponse
 
 from gateway import errors as E
-from gateway.accounting import RequestBooks, money_str, new_request_id, utc_now
+from gateway.accounting import RequestBooks, new_request_id, utc_now
 from gateway.decisions.fallback import BAD_RESPONSE, classify_exception, classify_status
 from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
@@ -28,6 +28,7 @@ from gateway.http.errors import error_response
 from gateway.http.parse import ParsedRequest, parse_chat, parse_embedding
 from gateway.metering import StreamMeter, usage_from_payload
 from gateway.metrics import NO_PROVIDER, UNKNOWN_MODEL
+from gateway.money import money_str
 from gateway.providers.base import JSONResult, UpstreamFailure
 from gateway.services import DEFAULT_IDENTITY, Identity, Services
 from gateway.streaming import StreamRelay

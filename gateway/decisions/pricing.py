@@ -10,7 +10,16 @@ from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, Tier, UnitPrices, Usage
+from gateway.domain import (
+    Cost,
+    OffPeakWindow,
+    Price,
+    PriceVersion,
+    Tier,
+    UnitPrices,
+    Usage,
+)
+from gateway.money import EXACT
 
 _UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC"})
 
@@ -88,14 +97,15 @@ def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
 
 
 def _per_token(amount: Decimal, per: int) -> Decimal:
-    return amount.scaleb(-3 if per == 1_000 else -6) if per in (1_000, 1_000_000) else amount / per
+    # The schema only admits per 1K and 1M: a shift of the exponent, exact in EXACT.
+    return EXACT.scaleb(amount, -3 if per == 1_000 else -6) if per in (1_000, 1_000_000) else amount / per
 
 
 def tokens_cost(tokens: int, unit_price: Decimal, per: int) -> Decimal:
     """Exact cost of `tokens` at `unit_price` per `per` tokens: 1001 tokens at 0.0005/1K -> 0.0005005."""
     if tokens == 0 or not unit_price:
         return Decimal(0)
-    return _per_token(Decimal(tokens) * unit_price, per)
+    return _per_token(EXACT.multiply(Decimal(tokens), unit_price), per)
 
 
 def price_usage(usage: Usage, price: Price, version: PriceVersion, started_at: datetime) -> Cost:

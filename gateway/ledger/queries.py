@@ -23,7 +23,8 @@ from typing import Any, AsyncIterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.ledger.tables import BASE_SCALE, EXACT, ledger
+from gateway.ledger.tables import BASE_SCALE, ledger
+from gateway.money import EXACT
 
 GROUP_BY_CHOICES = ("day", "month", "team", "key", "route", "provider", "model")
 SUMMED_MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")

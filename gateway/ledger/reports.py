@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import orjson
 
 from gateway.ledger.queries import GROUP_BY_CHOICES, Partial, Window
-from gateway.ledger.tables import EXACT
+from gateway.money import EXACT
+from gateway.money import money_str as exact_text
 from gateway.prices.book import PriceBook
 
 FxForVersion = Callable[[int], Mapping[str, Decimal]]
@@ -161,12 +162,8 @@ def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence
 
 # ------------------------------------------------------------------------------------------------ formatting
 def money_str(amount: Decimal | None) -> str:
-    """Plain decimal text, exact, no exponent or trailing zeros: 0.0000056, 12.5, 0."""
-    if amount is None:
-        return ""
-    if not amount:
-        return "0"
-    return format(EXACT.normalize(amount), "f")
+    """A report cell: the exact money text, or empty when there is no amount (e.g. no baseline)."""
+    return "" if amount is None else exact_text(amount)
 
 
 def _cells(line: Line, currency: str) -> dict[str, Any]:

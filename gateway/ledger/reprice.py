@@ -17,7 +17,7 @@ from gateway.decisions.pricing import price_usage
 from gateway.domain import DeploymentKey, Price, PriceVersion, Usage
 from gateway.ledger.queries import UsageRow
 from gateway.ledger.reports import money_str, render_table
-from gateway.ledger.tables import EXACT
+from gateway.money import EXACT
 
 REPRICE_COLUMNS = ("requests", "actual_cost", "repriced_cost", "difference", "unpriced", "currency")
 _ZERO = Decimal(0)

@@ -15,7 +15,7 @@ Times: UTC. SQLite stores naive UTC text ('2026-11-01 00:00:00.000000', which so
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from gateway.domain import Cost
+from gateway.money import EXACT
 
 BASE_SCALE = 18  # decimals of money text on SQLite; larger scales are multiples of 9
 _PIECE = 9
@@ -182,11 +183,6 @@ replicas = sa.Table(
     # The liveness lock this replica holds (migration 4; see gateway/ledger/liveness.py), NULL for none.
     sa.Column("liveness", sa.String(600)),
 )
-
-
-# Products and sums of exact decimals are exact given enough digits; this context never rounds them (it is
-# never used to divide).
-EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
 
 
 def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, Any]:
