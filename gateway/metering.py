@@ -6,8 +6,8 @@
 - Some vendors repeat cumulative usage on every chunk: the last report wins; usage is never summed.
 
 `StreamMeter` watches a relayed SSE stream: it finds the usage without parsing every chunk (a byte scan for
-`"usage"` first), drops or strips usage the client did not ask for, and keeps the payloads so output can be
-counted locally when the vendor sent no usage at all.
+`"usage"` first, and `"usage":null` is no usage), drops or strips usage the client did not ask for, and keeps the
+payloads so output can be counted locally when the vendor sent no usage at all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.domain import Usage
+from gateway.providers.sse import frames
 from gateway.tokens import TokenCounter
 
 
@@ -50,6 +51,12 @@ def usage_from_payload(obj: Any) -> Usage | None:
     return None
 
 
+def _only_null_usage(data: bytes) -> bool:
+    """Every `"usage"` key in the chunk is null (OpenAI repeats `"usage":null` on each chunk of a stream that asked
+    for usage): nothing to read, and no need to parse the chunk."""
+    return data.count(b'"usage"') == data.count(b'"usage":null') + data.count(b'"usage": null')
+
+
 def _strip_usage(obj: dict[str, Any]) -> dict[str, Any]:
     obj.pop("usage", None)
     for choice in obj.get("choices") or ():
@@ -72,7 +79,7 @@ class StreamMeter:
         if data == b"[DONE]":
             return data
         self.chunks += 1
-        if b'"usage"' not in data:
+        if b'"usage"' not in data or _only_null_usage(data):
             self.payloads.append(data)
             return data
         try:
@@ -89,6 +96,11 @@ class StreamMeter:
         if isinstance(obj, dict) and not obj.get("choices"):
             return None  # the usage-only chunk the client did not ask for
         return orjson.dumps(_strip_usage(obj)) if isinstance(obj, dict) else data
+
+    def relay(self, batch: list[bytes]) -> bytes:
+        """`feed` a batch of payloads -> the SSE bytes to send the client for it (b"" for nothing)."""
+        feed = self.feed
+        return frames([out for out in map(feed, batch) if out is not None])
 
     def output_text(self) -> str:
         parts: list[str] = []

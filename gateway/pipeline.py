@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Awaitable, Mapping, TypeVar
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import errors as E
 from gateway.accounting import RequestBooks, new_request_id, utc_now
@@ -230,11 +230,12 @@ class Pipeline:
 
     async def _start_stream(self, d: Deployment, body: dict[str, Any], parsed: ParsedRequest, books: RequestBooks,
                             n: int, base_headers: dict[str, str]) -> Response:
-        """Open the vendor stream and wait for its first event: until then, a failure can still fall back."""
+        """Open the vendor stream and wait for its first batch of events: until then, a failure can still fall
+        back."""
         events = await self.s.providers[d.provider].stream(d, body)
-        payloads = events.__aiter__()
+        batches = events.__aiter__()
         try:
-            first = await payloads.__anext__()
+            first = await batches.__anext__()
         except StopAsyncIteration:
             await events.aclose()
             raise UpstreamFailure(BAD_RESPONSE) from None
@@ -242,10 +243,8 @@ class Pipeline:
             await events.aclose()
             raise
         await self.s.health.record_success(d.key, time.perf_counter() - books.started_perf)
-        relay = StreamRelay(books, d, events, payloads, first, StreamMeter(parsed.client_wants_usage), n)
-        relay.start()
         headers = {**base_headers, **_route_headers(d, n), "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(relay.body(), media_type="text/event-stream", headers=headers)
+        return StreamRelay(books, d, events, batches, first, StreamMeter(parsed.client_wants_usage), n, headers)
 
 
 def _route_headers(d: Deployment, attempts: int) -> dict[str, str]:

@@ -1,17 +1,27 @@
 """Relaying an accepted upstream stream to the client, metering it, and billing it however it ends.
 
-Reading the vendor and writing the client are decoupled by a queue: a background task (the pump) reads the
-vendor to the end, meters, and closes the books; the response body only forwards what the pump queued. So a
-client that disconnects mid-stream stops nothing: the vendor's output is still read and billed (status
-`client_disconnected`). A vendor that fails after the first byte ends the client's stream with an SSE error
-event and no `[DONE]`; nothing is retried then.
+`StreamRelay` is the ASGI response of a stream. It reads the vendor's batches (one per network read) and writes
+each straight to the client, in the request's own task: no pump task, no queue, no per-event hop. A client that
+disconnects stops nothing but the writes: the vendor's output is still read to its end and billed (status
+`client_disconnected`). A vendor that fails after the first byte ends the client's stream with an SSE error event
+and no `[DONE]`; nothing is retried then. The batch that carries `[DONE]` also ends the client's body (one write,
+not two); anything the vendor sends after it is still read and metered. However the relay ends (even cancelled by a server shutdown), the books
+are closed with the usage metered so far.
+
+Learning that the client left: under uvicorn, `send` after a disconnect is a silent no-op (ASGI spec 2.3), and the
+only standard signal is `http.disconnect` from `receive()`, which needs a task blocked on it for the whole stream.
+`hot_post` therefore hands over the server's own `send`, and when its owner carries uvicorn's `disconnected` flag
+the relay reads that flag; with any other server it runs that listening task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+
+from starlette.responses import Response
 
 from gateway.accounting import RequestBooks
 from gateway.decisions.fallback import BAD_RESPONSE
@@ -21,86 +31,134 @@ from gateway.metering import StreamMeter
 from gateway.providers.base import EventStream, UpstreamFailure
 from gateway.providers.sse import frame
 
-_END = object()
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SERVER_SEND = "gateway.server_send"  # scope key: the server's own `send`, set by hot_post
+_DONE = b"[DONE]"
+_CONTENT_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
-class _StreamFailed:
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+class _ClientWatch:
+    """Whether the client has gone: uvicorn's flag when the server exposes it, else a task listening on receive."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        owner = getattr(scope.get(SERVER_SEND), "__self__", None)
+        self._owner = owner if isinstance(getattr(owner, "disconnected", None), bool) else None
+        self._left = False
+        self._listener: asyncio.Task[None] | None = None
+        if self._owner is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(receive))
+
+    async def _listen(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._left = True
+
+    def gone(self) -> bool:
+        if self._owner is not None:
+            return bool(self._owner.disconnected)
+        return self._left
+
+    def left(self) -> None:
+        """A write failed: the client is gone whatever the server says."""
+        self._left = True
+        self._owner = None
+
+    async def stop(self) -> None:
+        task = self._listener
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
-class StreamRelay:
+class StreamRelay(Response):
+    media_type = "text/event-stream"
+
     def __init__(self, books: RequestBooks, deployment: Deployment, events: EventStream,
-                 payloads: AsyncIterator[bytes], first: bytes, meter: StreamMeter, attempts: int) -> None:
+                 batches: AsyncIterator[list[bytes]], first: list[bytes], meter: StreamMeter, attempts: int,
+                 headers: dict[str, str]) -> None:
+        # Not Response.__init__: the headers are known and lower-case; they are encoded once, here.
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers.append(_CONTENT_TYPE)
         self.books = books
         self.deployment = deployment
         self.events = events
-        self.payloads = payloads
+        self.batches = batches
         self.first = first
         self.meter = meter
         self.attempts = attempts
         self.ttft_s = time.perf_counter() - books.started_perf
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.client_gone = False
 
-    def start(self) -> None:
-        self.books.services.spawn(self._pump())
-
-    async def _pump(self) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = _ClientWatch(scope, receive)
         status, outcome, error_kind = "success", "success", None
+        ended = False  # the client's body is complete: `[DONE]` went out with the end of the body, in one write
         try:
-            out = self.meter.feed(self.first)
-            if out is not None:
-                self.queue.put_nowait(out)
-            async for payload in self.payloads:
-                out = self.meter.feed(payload)
-                if out is not None and not self.client_gone:
-                    self.queue.put_nowait(out)
+            await self._write(send, watch, {"type": "http.response.start", "status": 200,
+                                            "headers": self.raw_headers})
+            batch: list[bytes] | None = self.first
+            batches = self.batches
+            while batch is not None:
+                out = self.meter.relay(batch)  # after the end: still metered (billed), no longer sent
+                if out and not ended:
+                    ended = batch[-1] == _DONE
+                    await self._write(send, watch, {"type": "http.response.body", "body": out,
+                                                    "more_body": not ended})
+                batch = await anext(batches, None)
         except UpstreamFailure as f:
             status, outcome, error_kind = "stream_error", "upstream_error", f.kind
+        except asyncio.CancelledError:
+            # Cancelled (a server shutting down past its grace period): bill what was metered, then stop.
+            await self._close_events()
+            await watch.stop()
+            await self._bill("interrupted", "upstream_error", None)
+            raise
         except Exception:  # a vendor that breaks its own protocol mid-stream
             status, outcome, error_kind = "stream_error", "upstream_error", BAD_RESPONSE
+        await self._close_events()
+        try:
+            if error_kind is not None:
+                self.books.services.metrics.record_upstream_error(self.deployment.provider, error_kind)
+            if not ended:
+                tail = b""
+                if error_kind is not None:
+                    message = f"upstream {self.deployment.provider} failed mid-stream ({error_kind})"
+                    tail = frame(error_payload(message, "upstream_stream_error"))
+                await self._write(send, watch, {"type": "http.response.body", "body": tail, "more_body": False})
         finally:
-            try:
-                await self.events.aclose()
-            except Exception:
-                pass
-        if error_kind is not None:
-            self.books.services.metrics.record_upstream_error(self.deployment.provider, error_kind)
-            self.queue.put_nowait(_StreamFailed(error_kind))
-        else:
-            self.queue.put_nowait(_END)
-        if self.client_gone and status == "success":
-            status = "client_disconnected"
+            await watch.stop()
+            if self.client_gone and status == "success":
+                status = "client_disconnected"
+            await self._bill(status, outcome, error_kind)
+
+    async def _write(self, send: Send, watch: _ClientWatch, message: Message) -> None:
+        """Send unless the client has gone; a client that goes is noted, and the vendor is still read to its end."""
+        if self.client_gone:
+            return
+        if watch.gone():
+            self.client_gone = True
+            return
+        try:
+            await send(message)
+        except Exception:  # ASGI spec 2.4 servers raise (OSError) on a closed connection
+            watch.left()
+            self.client_gone = True
+
+    async def _close_events(self) -> None:
+        try:
+            await self.events.aclose()
+        except Exception:
+            pass
+
+    async def _bill(self, status: str, outcome: str, error_kind: str | None) -> None:
         usage = self.meter.final_usage(self.books.prompt_estimate, self.books.services.tokens)
         await self.books.close(self.deployment, status, outcome, usage=usage, attempts=self.attempts,
                                ttft_s=self.ttft_s, error_kind=error_kind, wait=False)
-
-    async def body(self) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            while True:
-                item = await self.queue.get()
-                out: list[bytes] = []
-                done = False
-                while True:  # whatever is already queued goes out in one write, not one write per event
-                    if item is _END:
-                        done = True
-                        break
-                    if isinstance(item, _StreamFailed):
-                        done = True
-                        message = f"upstream {self.deployment.provider} failed mid-stream ({item.kind})"
-                        out.append(frame(error_payload(message, "upstream_stream_error")))
-                        break
-                    out.append(frame(item))  # type: ignore[arg-type]
-                    if self.queue.empty():
-                        break
-                    item = self.queue.get_nowait()
-                if out:
-                    yield b"".join(out)
-                if done:
-                    finished = True
-                    return
-        finally:
-            if not finished:
-                self.client_gone = True

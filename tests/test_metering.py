@@ -199,3 +199,34 @@ def test_the_word_usage_inside_content_is_not_mistaken_for_a_usage_report(counte
     payload = chunk('see the "usage" field')
     assert meter.feed(payload) == payload
     assert meter.final_usage(7, counter).source == "estimated"
+
+
+@pytest.mark.parametrize("null", [b'"usage":null', b'"usage": null'])
+def test_chunks_repeating_null_usage_are_passed_on_unparsed_and_the_real_report_still_counts(
+        null: bytes, counter: TokenCounter, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = b'{"choices":[{"index":0,"delta":{"content":"Hi"}}],' + null + b"}"
+    parsed: list[bytes] = []
+    real_loads = orjson.loads
+    monkeypatch.setattr("gateway.metering.orjson.loads", lambda b: parsed.append(b) or real_loads(b))
+    meter = StreamMeter(client_wants_usage=False)
+    final = chunk(choices=False, usage={"prompt_tokens": 5, "completion_tokens": 1})
+    out = feed_all(meter, [content, content, final, b"[DONE]"])
+    assert out == [content, content, b"[DONE]"]
+    assert parsed == [final]  # only the chunk with a real report was parsed
+    assert meter.final_usage(0, counter) == Usage(5, 0, 1)
+
+
+def test_a_content_string_mentioning_usage_null_does_not_hide_a_real_report(counter: TokenCounter) -> None:
+    tricky = orjson.dumps({"choices": [], "note": 'say "usage":null', "usage": {"prompt_tokens": 4,
+                                                                                "completion_tokens": 2}})
+    meter = StreamMeter(client_wants_usage=True)
+    feed_all(meter, [tricky])
+    assert meter.final_usage(0, counter) == Usage(4, 0, 2)
+
+
+def test_relay_frames_a_batch_as_one_sse_text_and_drops_what_the_client_did_not_ask_for() -> None:
+    meter = StreamMeter(client_wants_usage=False)
+    stream = openai_stream()
+    assert meter.relay(stream[:2]) == b"data: " + stream[0] + b"\n\ndata: " + stream[1] + b"\n\n"
+    assert meter.relay([stream[2]]) == b""  # the usage-only chunk, not asked for
+    assert meter.relay([b"[DONE]"]) == b"data: [DONE]\n\n"

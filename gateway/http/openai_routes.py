@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from gateway.errors import BodyTooLarge, GatewayError
 from gateway.http.errors import error_response
 from gateway.pipeline import Pipeline
+from gateway.streaming import SERVER_SEND
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +85,7 @@ async def hot_post(app: Any, mode: str, scope: Scope, receive: Receive, send: Se
             started = True
         await send(message)
 
+    scope[SERVER_SEND] = send  # lets a stream's relay read the server's own disconnect flag (gateway/streaming.py)
     try:
         headers = Headers(scope=scope)
         state = app.state

@@ -32,9 +32,11 @@ class JSONResult:
 
 
 class EventStream(Protocol):
-    """SSE `data:` payloads of an accepted (HTTP 200) stream, in order; `[DONE]` included when sent."""
+    """SSE `data:` payloads of an accepted (HTTP 200) stream, in order, `[DONE]` included when sent: one non-empty
+    batch per network read, so the relay does its per-read work (a write to the client) once per read, not once
+    per event."""
 
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    def __aiter__(self) -> AsyncIterator[list[bytes]]: ...
 
     async def aclose(self) -> None: ...
 

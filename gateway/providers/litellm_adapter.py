@@ -48,18 +48,18 @@ class _LitellmStream:
     def __init__(self, chunks: Any) -> None:
         self._chunks = chunks
 
-    async def _payloads(self) -> AsyncIterator[bytes]:
+    async def _batches(self) -> AsyncIterator[list[bytes]]:
         try:
             async for chunk in self._chunks:
-                yield orjson.dumps(chunk.model_dump(exclude_none=True, warnings=False))
+                yield [orjson.dumps(chunk.model_dump(exclude_none=True, warnings=False))]
         except UpstreamFailure:
             raise
         except Exception as exc:  # litellm raises its own hierarchy; translate at the edge
             raise _failure(exc) from None
-        yield b"[DONE]"
+        yield [b"[DONE]"]
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._payloads()
+    def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        return self._batches()
 
     async def aclose(self) -> None:
         close = getattr(self._chunks, "aclose", None)

@@ -22,7 +22,7 @@ from gateway.config.schema import ProviderConfig
 from gateway.decisions.fallback import BAD_RESPONSE, CONNECT, TIMEOUT
 from gateway.domain import Deployment
 from gateway.providers.base import EventStream, JSONResult, UpstreamFailure
-from gateway.providers.sse import SSESplitter, iter_sse_data
+from gateway.providers.sse import SSESplitter, iter_sse_batches
 
 if TYPE_CHECKING:
     import httpx
@@ -71,9 +71,9 @@ class _AiohttpEventStream:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
-    async def _payloads(self) -> AsyncIterator[bytes]:
+    async def _batches(self) -> AsyncIterator[list[bytes]]:
         # One generator, reading whatever arrived (readany) and splitting it synchronously: no stacked async
-        # iterators per event.
+        # iterators, and one batch per read rather than one yield per event.
         splitter = SSESplitter()
         content = self._response.content
         try:
@@ -81,15 +81,17 @@ class _AiohttpEventStream:
                 chunk = await content.readany()
                 if not chunk:
                     break
-                for payload in splitter.feed(chunk):
-                    yield payload
+                batch = splitter.feed(chunk)
+                if batch:
+                    yield batch
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise _translate(e) from None
-        for payload in splitter.close():
-            yield payload
+        tail = splitter.close()
+        if tail:
+            yield tail
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._payloads()
+    def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        return self._batches()
 
     async def aclose(self) -> None:
         # A response read to its end goes back to the pool; one cut short closes its connection.
@@ -167,19 +169,19 @@ class _HttpxEventStream:
     def __init__(self, response: Any) -> None:
         self._response = response
 
-    async def _payloads(self) -> AsyncIterator[bytes]:
+    async def _batches(self) -> AsyncIterator[list[bytes]]:
         import httpx
 
         try:
-            async for payload in iter_sse_data(self._response.aiter_bytes()):
-                yield payload
+            async for batch in iter_sse_batches(self._response.aiter_bytes()):
+                yield batch
         except httpx.TimeoutException:
             raise UpstreamFailure(TIMEOUT) from None
         except httpx.TransportError:
             raise UpstreamFailure(CONNECT) from None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._payloads()
+    def __aiter__(self) -> AsyncIterator[list[bytes]]:
+        return self._batches()
 
     async def aclose(self) -> None:
         await self._response.aclose()

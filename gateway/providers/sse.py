@@ -5,7 +5,8 @@ boundaries anywhere are all accepted. LLM vendors put one JSON document per `dat
 one payload (no vendor splits JSON across lines), which lets a payload be relayed as soon as its line ends.
 
 `SSESplitter` is the synchronous core (one `bytes.split` per network chunk, no per-byte Python work), so an
-adapter can drive it from its own read loop without stacking async generators; `iter_sse_data` wraps it.
+adapter can drive it from its own read loop without stacking async generators; `iter_sse_batches` (one batch of
+payloads per network chunk, what adapters hand the relay) and `iter_sse_data` (payload by payload) wrap it.
 """
 
 from __future__ import annotations
@@ -41,14 +42,28 @@ class SSESplitter:
         return []
 
 
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def iter_sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The payloads each network chunk completes, as one batch per chunk (chunks completing none yield nothing)."""
     splitter = SSESplitter()
     async for chunk in chunks:
-        for payload in splitter.feed(chunk):
+        batch = splitter.feed(chunk)
+        if batch:
+            yield batch
+    tail = splitter.close()
+    if tail:
+        yield tail
+
+
+async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for batch in iter_sse_batches(chunks):
+        for payload in batch:
             yield payload
-    for payload in splitter.close():
-        yield payload
 
 
 def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
+
+
+def frames(payloads: list[bytes]) -> bytes:
+    """`frame` of each payload, concatenated (one join, no per-payload concatenation)."""
+    return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n" if payloads else b""

@@ -104,7 +104,7 @@ async def test_litellm_stream_comes_back_as_openai_chunks_with_usage(anthropic_u
                                         "stream_options": {"include_usage": True},
                                         "messages": [{"role": "user", "content": "hi"}]})
     meter = StreamMeter(client_wants_usage=True)
-    payloads = [p async for p in events]
+    payloads = [p async for batch in events for p in batch]
     await events.aclose()
     for p in payloads:
         meter.feed(p)

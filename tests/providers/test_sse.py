@@ -81,3 +81,13 @@ def test_frame_is_a_data_line_and_a_blank_line() -> None:
 async def test_framed_payloads_round_trip() -> None:
     payloads = [A, B, b"[DONE]"]
     assert await collect([b"".join(frame(p) for p in payloads)]) == payloads
+
+
+async def test_batches_are_the_payloads_each_network_chunk_completes() -> None:
+    from gateway.providers.sse import iter_sse_batches
+
+    async def gen() -> AsyncIterator[bytes]:
+        for c in (b"data: " + A + b"\n\ndata: " + B[:5], B[5:] + b"\n\n", b": keep-alive\n\n", b"data: [DONE]"):
+            yield c
+
+    assert [b async for b in iter_sse_batches(gen())] == [[A], [B], [b"[DONE]"]]
