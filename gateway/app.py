@@ -87,11 +87,8 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
 
 
 async def stop_services(services: Services) -> None:
-    for task in list(services.background):
-        try:
-            await task  # let metering of streams still in progress finish and reach the ledger
-        except Exception:
-            pass
+    # Streams still being metered are the server's request tasks: uvicorn lets them finish (or cancels them past
+    # its grace period, when the relay bills what it metered) before the lifespan shutdown that runs this.
     for close in services.closers:
         await close()
     for provider in services.providers.values():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +46,6 @@ class Services:
     price_store: Any = None
     redis: Any = None
     closers: list[Any] = field(default_factory=list)  # async stop() callables, run in order at shutdown
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
     by_model: dict[str, list[Deployment]] = field(default_factory=dict)
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)
     baseline: Deployment | None = None
@@ -59,13 +57,6 @@ class Services:
         ref = self.config.savings_baseline
         if ref is not None:
             self.baseline = next(d for d in self.deployments if d.key == (ref.provider, ref.model))
-
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        """Run work that must outlive the request (stream metering after a client left); kept referenced."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
 
     def refresh_gauges(self) -> None:
         """Gauges that mirror state: read at scrape time (and, with `--workers N`, every second in every worker,
