@@ -120,13 +120,22 @@ class Metrics:
                      baseline_cost: Decimal | None) -> None:
         currency = cost.reporting_currency
         (t_in, c_in), (t_cached, c_cached), (t_out, c_out) = self._usage_children(provider, model, team, currency)
-        # Zero increments still create the series, so dashboards see free models and every direction.
-        t_in.inc(usage.input_tokens)
-        c_in.inc(float(cost.input_reporting))
-        t_cached.inc(usage.cached_input_tokens)
-        c_cached.inc(float(cost.cached_input_reporting))
-        t_out.inc(usage.output_tokens)
-        c_out.inc(float(cost.output_reporting))
+        # Every series already exists (labels() above created it, so dashboards see free models and every
+        # direction); a zero increment would change nothing and costs a lock.
+        if usage.input_tokens:
+            t_in.inc(usage.input_tokens)
+        if cost.input:
+            c_in.inc(float(cost.input_reporting))
+        if usage.cached_input_tokens:
+            t_cached.inc(usage.cached_input_tokens)
+        if cost.cached_input:
+            c_cached.inc(float(cost.cached_input_reporting))
+        if usage.output_tokens:
+            t_out.inc(usage.output_tokens)
+        if cost.output:
+            c_out.inc(float(cost.output_reporting))
         if baseline_cost is not None:
             saved = baseline_cost - cost.total_reporting
-            self.savings_child(team, currency).inc(float(saved) if saved > 0 else 0)
+            child = self.savings_child(team, currency)  # the series exists from the first request on
+            if saved > 0:
+                child.inc(float(saved))

@@ -25,6 +25,7 @@ from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
 from gateway.domain import Constraints, Deployment, PriceVersion, RequestFacts, Usage
 from gateway.http.errors import error_response
+from gateway.http.responses import JSONBytesResponse
 from gateway.http.parse import ParsedRequest, parse_chat, parse_embedding
 from gateway.metering import StreamMeter, usage_from_payload
 from gateway.metrics import NO_PROVIDER, UNKNOWN_MODEL
@@ -226,7 +227,7 @@ class Pipeline:
         headers["x-gateway-input-tokens"] = str(usage.input_tokens)
         headers["x-gateway-cached-input-tokens"] = str(usage.cached_input_tokens)
         headers["x-gateway-output-tokens"] = str(usage.output_tokens)
-        return Response(result.body, media_type="application/json", headers=headers)
+        return JSONBytesResponse(result.body, headers)
 
     async def _start_stream(self, d: Deployment, body: dict[str, Any], parsed: ParsedRequest, books: RequestBooks,
                             n: int, base_headers: dict[str, str]) -> Response:

@@ -27,6 +27,7 @@ from gateway.accounting import RequestBooks
 from gateway.decisions.fallback import BAD_RESPONSE
 from gateway.domain import Deployment
 from gateway.http.errors import error_payload
+from gateway.http.responses import raw_headers
 from gateway.metering import StreamMeter
 from gateway.providers.base import EventStream, UpstreamFailure
 from gateway.providers.sse import frame
@@ -85,7 +86,7 @@ class StreamRelay(Response):
         self.status_code = 200
         self.background = None
         self.body = b""
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw_headers(headers)
         self.raw_headers.append(_CONTENT_TYPE)
         self.books = books
         self.deployment = deployment
