@@ -2,21 +2,29 @@
 
 A pure function over plain data: request facts, the candidate pool, the live price version, which providers are
 cooling down and recent latencies. No I/O, no clock: `now` is an argument.
+
+How it stays cheap (a few hundred ns per eligible deployment, next to nothing per excluded one): the pool is
+planned once per price version (`price_index.Plan`); the eligible rows and the exclusion reasons are looked up by
+the few facts they depend on; the ranking is a stable sort of integer costs over rows already in (-quality,
+provider, model) order, by price group when deployments share prices; candidates compute their Decimal cost when
+first read, and exclusions are written when first read, since the pipeline reads neither on the way upstream.
 """
 
 from __future__ import annotations
 
 import decimal
 import gc
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping
 
-from gateway.decisions.pricing import (expected_cost, local_time,
-                                       unit_prices)
-from gateway.decisions.price_index import Entry, prepared, select_level
+from gateway.decisions.price_index import Eligible, Plan, Rows, local_times, no_local, prepared
+from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.domain import Deployment, DeploymentKey, PriceVersion, RequestFacts, UnitPrices
+from gateway.money import EXACT
 
 # Exclusion reasons, in the order they are checked (the first that applies is reported).
 MODE = "mode"
@@ -30,13 +38,96 @@ NO_PRICE = "no_price"
 COOLING_DOWN = "cooling_down"
 MAX_COST = "max_cost"
 
+_new = object.__new__
+_D = Decimal
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_INF = float("inf")
+_NO_PRICE_DETAIL = "no price in the live price table"
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    deployment: Deployment
-    expected_cost: Decimal  # reporting currency
-    unit_prices: UnitPrices
-    recent_latency_s: float | None
+
+def _setter(cls: type, name: str) -> Callable[[object, Any], None]:
+    """The slot's own setter: how the router fills its immutable objects without a Python-level __init__."""
+    setter: Callable[[object, Any], None] = getattr(cls, name).__set__
+    return setter
+
+
+class _Frozen:
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+class Candidate(_Frozen):
+    """An eligible deployment: its expected cost (reporting currency), the unit prices in force, recent latency.
+
+    Immutable, equal and hashable by those four values (as the dataclass it was). A decision makes one per eligible
+    deployment while the pipeline only reads the first few, and their expected cost only in explanations: so the
+    router fills one slot with (row, latency, (prompt, output tokens)), where row is (deployment, unit prices, A, B,
+    1EX) of the plan (see price_index), and the cost, exactly the Decimal `expected_cost()` gives, is computed in
+    the exact context when first read (the router only does so when P * A + E * B fits the caller's precision).
+    """
+
+    __slots__ = ("_f", "_cost")
+    _f: tuple[Any, ...]
+    _cost: Decimal
+
+    def __init__(self, deployment: Deployment, expected_cost: Decimal, unit_prices: UnitPrices,
+                 recent_latency_s: float | None) -> None:
+        _SET_F(self, ((deployment, unit_prices, 0, 0, _ONE), recent_latency_s, (0, 0)))
+        _SET_COST(self, expected_cost)
+
+    @property
+    def deployment(self) -> Deployment:
+        d: Deployment = self._f[0][0]
+        return d
+
+    @property
+    def unit_prices(self) -> UnitPrices:
+        up: UnitPrices = self._f[0][1]
+        return up
+
+    @property
+    def recent_latency_s(self) -> float | None:
+        lat: float | None = self._f[1]
+        return lat
+
+    @property
+    def expected_cost(self) -> Decimal:
+        try:
+            return self._cost
+        except AttributeError:
+            (_, _, a, b, unit), _, (p, e) = self._f
+            v = p * a + e * b
+            cost = EXACT.multiply(_D(v), unit) if v else _ZERO
+            _SET_COST(self, cost)
+            return cost
+
+    def _values(self) -> tuple[Any, ...]:
+        return self.deployment, self.expected_cost, self.unit_prices, self.recent_latency_s
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Candidate:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        d, cost, up, lat = self._values()
+        return f"Candidate(deployment={d!r}, expected_cost={cost!r}, unit_prices={up!r}, recent_latency_s={lat!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Candidate, self._values()
+
+
+_SET_F = _setter(Candidate, "_f")
+_SET_COST = _setter(Candidate, "_cost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +140,50 @@ class Exclusion:
         return f"{self.deployment.provider}/{self.deployment.model}: {self.detail}"
 
 
+class Decision(_Frozen):
+    """The ranked candidates (best first) and every excluded deployment with its reason.
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    candidates: tuple[Candidate, ...]  # ranked, best first
-    excluded: tuple[Exclusion, ...]
+    `excluded` is written when first read (the pipeline reads it only when nothing is eligible; explanations do).
+    """
+
+    __slots__ = ("candidates", "_excluded", "_why")
+    candidates: tuple[Candidate, ...]
+    _excluded: tuple[Exclusion, ...] | None
+    _why: tuple[Any, ...] | None
+
+    def __init__(self, candidates: tuple[Candidate, ...], excluded: tuple[Exclusion, ...]) -> None:
+        _SET_CANDIDATES(self, candidates)
+        _SET_EXCLUDED(self, excluded)
+        _SET_WHY(self, None)
+
+    @property
+    def excluded(self) -> tuple[Exclusion, ...]:
+        ex = self._excluded
+        if ex is None:
+            ex = _exclusions(*self._why)  # type: ignore[misc]
+            _SET_EXCLUDED(self, ex)
+        return ex
 
     @property
     def all_context_length(self) -> bool:
         """True when every deployment was excluded because the request does not fit its context window."""
         return not self.candidates and bool(self.excluded) and all(e.reason == CONTEXT_LENGTH for e in self.excluded)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Decision:
+            return NotImplemented
+        return (self.candidates, self.excluded) == (other.candidates, other.excluded)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.candidates, self.excluded))
+
+    def __repr__(self) -> str:
+        return f"Decision(candidates={self.candidates!r}, excluded={self.excluded!r})"
+
+
+_SET_CANDIDATES = _setter(Decision, "candidates")
+_SET_EXCLUDED = _setter(Decision, "_excluded")
+_SET_WHY = _setter(Decision, "_why")
 
 
 def _reason(d: Deployment, facts: RequestFacts, cooling: frozenset[str]) -> str | None:
@@ -110,52 +235,45 @@ def _detail(d: Deployment, reason: str, facts: RequestFacts) -> str:
     raise ValueError(reason)
 
 
-def _exclusion(d: Deployment, facts: RequestFacts, cooling: frozenset[str]) -> Exclusion | None:
-    reason = _reason(d, facts, cooling)
-    return None if reason is None else Exclusion(d, reason, _detail(d, reason, facts))
+def _exclusions(plan: Plan, facts: RequestFacts, excluded: list[tuple[Any, ...]], over: list[tuple[Any, ...]],
+                max_cost: Decimal | None) -> tuple[Exclusion, ...]:
+    """The Exclusions of a decision, in pool order: the reasons found by eligibility, then those over max_cost."""
+    items = sorted(excluded + over, key=itemgetter(0)) if over else excluded
+    out = []
+    for item in items:
+        d, reason = plan.pool[item[0]], item[1]
+        if reason == NO_PRICE:
+            detail = _NO_PRICE_DETAIL
+        elif reason == MAX_COST:
+            detail = f"expected cost {item[2]} > max_cost {max_cost}"
+        else:
+            detail = _detail(d, reason, facts)
+        out.append(Exclusion(d, reason, detail))
+    return tuple(out)
 
 
-def _signatures(facts: RequestFacts) -> dict[str, Any]:
-    """Per exclusion reason, the request facts its detail depends on (besides the deployment)."""
-    c = facts.constraints
-    return {
-        MODE: facts.mode, PROVIDER_NOT_ALLOWED: None, COOLING_DOWN: None, QUALITY: c.min_quality,
-        CAPABILITY: facts.capabilities, MIN_CONTEXT: c.min_context, MAX_OUTPUT: facts.requested_output_tokens,
-        CONTEXT_LENGTH: (facts.prompt_tokens, facts.expected_output_tokens if facts.mode == "chat" else 0),
-    }
+def _eligibility(plan: Plan, facts: RequestFacts, cooling: frozenset[str], key: tuple[Any, ...]) -> Eligible:
+    """Each deployment's first exclusion reason (or none) for the facts `key` stands for; kept under `key`."""
+    excluded: list[tuple[int, str]] = []
+    ok = [False] * len(plan.pool)
+    for i, d in enumerate(plan.pool):
+        reason = _reason(d, facts, cooling)
+        if reason is None and plan.price[i] is None:
+            reason = NO_PRICE
+        if reason is None:
+            ok[i] = True
+        else:
+            excluded.append((i, reason))
+    el = Eligible(excluded, [i for i in plan.static_order if ok[i]])
+    if len(plan.eligible) >= 64:
+        plan.eligible.clear()
+    plan.eligible[key] = el
+    return el
 
 
-def _excluded(e: Entry, reason: str, facts: RequestFacts) -> Exclusion:
-    """The Exclusion of `e` for `reason`, reused while the facts its detail depends on are the same."""
-    d = e.deployment
-    memo_key = (reason, _signatures(facts)[reason])
-    memo = e.exclusions
-    ex = memo.get(memo_key)
-    if ex is None:
-        if len(memo) >= 16:
-            memo.clear()
-        ex = memo[memo_key] = Exclusion(d, reason, _detail(d, reason, facts))
-    return ex
-
-
-# Candidates are built without the frozen dataclass's __init__ (four object.__setattr__ calls): the same slots, set
-# through their descriptors. The object is the same in every respect.
-_new = object.__new__
-def _slot_setter(cls: type, name: str) -> Callable[[object, Any], None]:
-    setter: Callable[[object, Any], None] = getattr(cls, name).__set__
-    return setter
-
-
-_SET_C_DEPLOYMENT = _slot_setter(Candidate, "deployment")
-_SET_C_COST = _slot_setter(Candidate, "expected_cost")
-_SET_C_UP = _slot_setter(Candidate, "unit_prices")
-_SET_C_LATENCY = _slot_setter(Candidate, "recent_latency_s")
-_INF = float("inf")
 _GC_PAUSE_FROM = 256
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
-_ZERO = Decimal(0)
-_D = Decimal
-_NO_PRICE_DETAIL = "no price in the live price table"
+_LIMITS: dict[int, int] = {}
 
 
 def rank(
@@ -167,10 +285,12 @@ def rank(
     latency: Mapping[DeploymentKey, float] | None = None,
 ) -> Decision:
     """Rank `pool` for `facts`: lowest expected cost, then higher quality, then lower recent latency."""
-    # A large pool makes thousands of objects that outlive the loop (candidates, exclusions, sort rows) and none that
-    # form cycles: collections triggered meanwhile would only scan and promote the decision under construction
-    # (at 10,000 deployments they doubled its cost). Pause the cyclic collector for the call, as timeit does.
-    if _gc_isenabled() and isinstance(pool, (list, tuple)) and len(pool) >= _GC_PAUSE_FROM:
+    if type(pool) is not list and type(pool) is not tuple:
+        pool = list(pool)
+    # A large pool makes thousands of objects that outlive the call (candidates) and none that form cycles:
+    # collections triggered meanwhile would only scan and promote the decision under construction. Pause the cyclic
+    # collector for the call, as timeit does.
+    if len(pool) >= _GC_PAUSE_FROM and _gc_isenabled():
         _gc_disable()
         try:
             return _rank(facts, pool, prices, now, cooling, latency)
@@ -179,108 +299,100 @@ def rank(
     return _rank(facts, pool, prices, now, cooling, latency)
 
 
-def _rank(
-    facts: RequestFacts,
-    pool: Iterable[Deployment],
-    prices: PriceVersion,
-    now: datetime,
-    cooling: frozenset[str],
-    latency: Mapping[DeploymentKey, float] | None,
-) -> Decision:
-    prep = prepared(prices)
-    entries = prep.entries
+def _rank(facts: RequestFacts, pool: list[Deployment] | tuple[Deployment, ...], prices: PriceVersion, now: datetime,
+          cooling: frozenset[str], latency: Mapping[DeploymentKey, float] | None) -> Decision:
+    plan = prepared(prices).plan(pool)
     c = facts.constraints
-    max_cost = c.max_cost
-    mode, allowed, min_context, min_quality = facts.mode, c.providers, c.min_context, c.min_quality
-    caps = facts.capabilities
-    prompt, expected = facts.prompt_tokens, facts.expected_output_tokens
-    needed = prompt + (expected if mode == "chat" else 0)
-    out = facts.requested_output_tokens
-    limit = 10 ** decimal.getcontext().prec
-    sigs = _signatures(facts)
-    get_latency = latency.get if latency else None
-    zones: dict[str, Any] = {}
+    mode, prompt, expected = facts.mode, facts.prompt_tokens, facts.expected_output_tokens
+    key = plan.eligibility_key(mode, c.providers, prompt + (expected if mode == "chat" else 0),
+                               facts.requested_output_tokens, c.min_context, c.min_quality, facts.capabilities,
+                               cooling)
+    try:
+        el = plan.eligible.get(key)
+    except TypeError:  # a set (not a frozenset) of providers, capabilities or cooling ones: the same facts
+        key = tuple(frozenset(x) if isinstance(x, (set, list)) else x for x in key)
+        el = plan.eligible.get(key)
+    if el is None:
+        el = _eligibility(plan, facts, cooling, key)
+    local = local_times(now) if plan.windows else no_local
+    rows = el.rows_for(plan, plan.level_key(prompt, local), prompt, local)
+    prec = decimal.getcontext().prec
+    limit = _LIMITS.get(prec) or _LIMITS.setdefault(prec, 10 ** prec)
+    if rows.fast and prompt >= 0 and expected >= 0 and prompt * rows.amax + expected * rows.bmax < limit:
+        candidates, over = _fast(rows, prompt, expected, c.max_cost, latency)
+    else:
+        candidates, over = _general(rows, prompt, expected, prices, now, limit, c.max_cost, latency)
+    decision = _new(Decision)
+    _SET_CANDIDATES(decision, candidates)
+    why = (plan, facts, el.excluded, over, c.max_cost) if el.excluded or over else None
+    _SET_EXCLUDED(decision, None if why else ())  # None: written from `why` when first read
+    _SET_WHY(decision, why)
+    return decision
 
-    def local(tz: str) -> Any:  # the local time of `now`, once per zone per decision
-        t = zones.get(tz)
-        if t is None:
-            t = zones[tz] = local_time(now, tz)
-        return t
 
-    # rows sort as (cost, -quality, latency, provider, model, position): position makes the order total without ever
-    # comparing candidates, and keeps the input order of full ties (as a stable sort would).
-    rows: list[tuple[Any, ...]] = []
-    excluded: list[Exclusion] = []
-    decimal_keys = False
-    n = 0
-    entry_of, add_row, add_excluded, new, ident = entries.get, rows.append, excluded.append, _new, id
-    set_deployment, set_cost, set_up, set_latency = _SET_C_DEPLOYMENT, _SET_C_COST, _SET_C_UP, _SET_C_LATENCY
-    for d in pool:
-        e = entry_of(ident(d))
-        if e is None or e.deployment is not d:
-            e = prep.entry(d)
-        # The rules of _reason(), inline (the order is the order of the reasons).
-        if d.mode != mode:
-            reason: str | None = MODE
-        elif allowed is not None and d.provider not in allowed:
-            reason = PROVIDER_NOT_ALLOWED
-        elif needed > d.context_window:
-            reason = CONTEXT_LENGTH
-        elif out is not None and d.max_output_tokens is not None and out > d.max_output_tokens:
-            reason = MAX_OUTPUT
-        elif min_context is not None and d.context_window < min_context:
-            reason = MIN_CONTEXT
-        elif min_quality is not None and d.quality < min_quality:
-            reason = QUALITY
-        elif caps and not caps <= d.capabilities:
-            reason = CAPABILITY
-        elif cooling and d.provider in cooling:
-            reason = COOLING_DOWN
-        else:
-            reason = None
-        if reason is not None:
-            ex = e.exclusions.get((reason, sigs[reason])) if e.exclusions else None
-            add_excluded(ex if ex is not None else _excluded(e, reason, facts))
+def _fast(rows: Rows, p: int, e: int, max_cost: Decimal | None,
+          latency: Mapping[DeploymentKey, float] | None) -> tuple[tuple[Candidate, ...], list[tuple[Any, ...]]]:
+    """Every cost exact in integers: rank on them; candidates carry their row and compute their Decimal cost."""
+    lats = list(map(latency.get, rows.keys)) if latency else None
+    order = rows.order(p, e, lats)
+    m = len(order)
+    info, pe = rows.info, (p, e)
+    if max_cost is None:
+        cands = list(map(_new, repeat(Candidate, m)))
+        lat_of = repeat(None) if lats is None else map(lats.__getitem__, order)
+        any(map(_SET_F, cands, zip(map(info.__getitem__, order), lat_of, repeat(pe))))  # (setters return None)
+        return tuple(cands), []
+    out, over, positions = [], [], rows.positions
+    for j in order:
+        r = info[j]
+        v = p * r[2] + e * r[3]
+        cost = _D(v) * r[4] if v else _ZERO  # exact: v < 10^prec
+        if cost > max_cost:
+            over.append((positions[j], MAX_COST, cost))
             continue
-        lv = e.flat
-        if lv is None:
-            if e.selected is not None:
-                lv = select_level(e.selected, prompt, local)
-            elif prices.prices.get(e.key) is None:
-                ex = e.exclusions.get((NO_PRICE, None))
-                if ex is None:
-                    ex = e.exclusions[(NO_PRICE, None)] = Exclusion(d, NO_PRICE, _NO_PRICE_DETAIL)
-                excluded.append(ex)
-                continue
+        cand = _new(Candidate)
+        _SET_F(cand, (r, None if lats is None else lats[j], pe))
+        _SET_COST(cand, cost)
+        out.append(cand)
+    return tuple(out), over
+
+
+def _general(rows: Rows, p: int, e: int, prices: PriceVersion, now: datetime, limit: int,
+             max_cost: Decimal | None, latency: Mapping[DeploymentKey, float] | None,
+             ) -> tuple[tuple[Candidate, ...], list[tuple[Any, ...]]]:
+    """Some cost is not exact in integers: the Decimal computation where needed, rows in pool order (so an error,
+    such as a missing FX rate, is the one the first such deployment raises)."""
+    get_latency = latency.get if latency else None
+    out: list[tuple[Any, ...]] = []
+    over: list[tuple[Any, ...]] = []
+    decimal_keys = False
+    positions = rows.positions
+    for j in sorted(range(len(positions)), key=positions.__getitem__):
+        d, lv = rows.deps[j], rows.levels[j]
+        k: Any
         if lv is not None and lv.a is not None:
-            v = prompt * lv.a + expected * lv.b
+            v = p * lv.a + e * lv.b
             if v < limit:
                 cost = _D(v) * lv.unit if v else _ZERO
-                k: Any = v * lv.k
+                k = v * lv.k
             else:
-                cost = k = expected_cost(lv.up, prompt, expected, lv.fx)  # type: ignore[arg-type]
+                cost = k = expected_cost(lv.up, p, e, lv.fx)  # type: ignore[arg-type]
                 decimal_keys = True
             up = lv.up
         else:  # a price the integers cannot represent: the reference computation
-            up = unit_prices(prices.prices[e.key], prompt, now)
-            cost = k = expected_cost(up, prompt, expected, prices.fx(up.currency))
+            up = unit_prices(prices.prices[rows.keys[j]], p, now)
+            cost = k = expected_cost(up, p, e, prices.fx(up.currency))
             decimal_keys = True
         if max_cost is not None and cost > max_cost:
-            excluded.append(Exclusion(d, MAX_COST, f"expected cost {cost} > max_cost {max_cost}"))
+            over.append((positions[j], MAX_COST, cost))
             continue
-        lat = get_latency(e.key) if get_latency is not None else None
-        cand = new(Candidate)
-        set_deployment(cand, d)
-        set_cost(cand, cost)
-        set_up(cand, up)
-        set_latency(cand, lat)
-        # Unknown latency sorts after known latencies; provider/model make the order total and stable.
-        add_row((k, -d.quality, lat if lat is not None else _INF, d.provider, d.model, n, cand))
-        n += 1
+        lat = get_latency(rows.keys[j]) if get_latency is not None else None
+        out.append((k, -d.quality, _INF if lat is None else lat, d.provider, d.model, positions[j],
+                    Candidate(d, cost, up, lat)))
     if decimal_keys:  # some cost is only known as a Decimal: order every row by its Decimal cost
-        rows = [(r[6].expected_cost,) + r[1:] for r in rows]
-    rows.sort()
-    return Decision(tuple([r[6] for r in rows]), tuple(excluded))
+        out = [(r[6].expected_cost,) + r[1:] for r in out]
+    out.sort()
+    return tuple([r[6] for r in out]), over
 
 
 def explain(decision: Decision) -> str:

@@ -565,3 +565,145 @@ def test_a_large_pool_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# ---- the planned router against the reference, where ties and reuse are the rule ----------------------------------
+#
+# rank() plans each pool once per price version, looks eligibility up by the few facts it depends on, ranks rows of
+# equal price together, breaks ties with latency only where cost and quality are equal, and writes candidates' costs
+# and exclusions' texts when first read. These worlds make every one of those paths common: few providers, models,
+# qualities and prices (equal costs, equal qualities, shared prices, the same key twice), latencies that tie too,
+# the same pool object for many requests (and changed in place), tuples and generators as pools.
+
+from dataclasses import FrozenInstanceError  # noqa: E402
+import pickle  # noqa: E402
+
+
+def _tied_world(rnd: random.Random, n: int) -> tuple[list[Deployment], PriceVersion]:
+    providers = [f"p{i}" for i in range(rnd.randint(1, 5))]
+    pool = [Deployment(rnd.choice(providers), f"m{rnd.randint(0, max(1, n // 3))}", "u",
+                       rnd.choice((2_000, 8_000, 32_000, 128_000)), rnd.choice((None, 1_024, 4_096)),
+                       rnd.choice((70, 80, 80, 90)), frozenset(rnd.sample(["tools", "json_mode", "vision"],
+                                                                          rnd.randint(0, 2))),
+                       rnd.choice(("chat", "chat", "chat", "embedding")))
+            for _ in range(n)]
+    window = OffPeakWindow(time(rnd.randint(0, 23)), time(rnd.randint(0, 23)),
+                           rnd.choice(("UTC", "Asia/Shanghai")), D("0.0005"), D("0.001"))
+    palette = [
+        Price("CNY", 1_000, D("0.001"), D("0.002")),
+        Price("CNY", 1_000_000, D("1"), D("2")),  # the same cost as the first
+        Price("USD", 1_000_000, D("0.14"), D("0.28")),
+        Price("CNY", 1_000, D("0.0020"), D("0")),
+        Price("CNY", 1_000, D("0"), D("0")),
+        Price("CNY", 1_000, D("0.002"), D("0.008"), tiers=(Tier(1_000, D("0.001"), D("0.002")),
+                                                           Tier(32_000, D("0.004"), D("0.016")))),
+        Price("CNY", 1_000, D("0.002"), D("0.004"), off_peak=(window,)),
+    ]
+    weights = [rnd.random() for _ in palette]
+    prices = {d.key: rnd.choices(palette, weights)[0] for d in pool if rnd.random() < 0.97}
+    return pool, PriceVersion(1, datetime(2024, 5, 1, tzinfo=UTC), "CNY", {"USD": D("7.10")}, prices)
+
+
+def _random_facts(rnd: random.Random) -> RequestFacts:
+    requested = rnd.choice((None, 100, 2_000))
+    return RequestFacts(
+        "auto", rnd.choice(("chat", "chat", "embedding")), rnd.choice((0, 1, 700, 1_000, 1_001, 9_000, 40_000)),
+        requested, requested if requested is not None else rnd.choice((0, 256, 1_000)),
+        frozenset(rnd.sample(["tools", "json_mode", "vision"], rnd.randint(0, 1))),
+        Constraints(min_quality=rnd.choice((None, 75, 80)), min_context=rnd.choice((None, 30_000)),
+                    providers=rnd.choice((None, frozenset({"p1", "p2"}))),
+                    max_cost=rnd.choice((None, None, D("0.002"), D("0.0025")))))
+
+
+def _check(f: RequestFacts, pool: object, pv: PriceVersion, now: datetime, cooling: frozenset[str],
+           lat: dict) -> None:
+    plain_pool = list(pool)  # type: ignore[call-overload]
+    if iter(pool) is pool:  # type: ignore[call-overload]
+        pool = iter(plain_pool)  # an iterator: rank() gets one of its own
+    expected = _reference_rank(f, plain_pool, pv, now, cooling, lat)
+    decision = rank(f, pool, pv, now, cooling, lat)  # type: ignore[arg-type]
+    assert _as_plain(decision) == expected
+    assert explain(decision) == "; ".join(f"{d.provider}/{d.model}: {detail}" for d, _, detail in expected[1])
+    assert decision.all_context_length == (not expected[0] and bool(expected[1])
+                                           and all(r == R.CONTEXT_LENGTH for _, r, _ in expected[1]))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_rank_matches_the_reference_where_costs_qualities_and_latencies_tie(seed: int) -> None:
+    rnd = random.Random(1_000 + seed)
+    for _ in range(4):
+        pool, pv = _tied_world(rnd, rnd.choice((1, 5, 30, 80)))
+        for _ in range(12):  # the same pool object: plan, eligibility and level memos are reused
+            now = datetime(2024, 5, 1, rnd.randint(0, 23), rnd.choice((0, 30)), tzinfo=UTC)
+            lat = {d.key: rnd.choice((0.1, 0.2, 0.2, 0.3)) for d in pool if rnd.random() < rnd.choice((0, 0.5, 1))}
+            cooling = rnd.choice((frozenset(), frozenset({"p0"})))
+            _check(_random_facts(rnd), pool, pv, now, cooling, lat)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rank_matches_the_reference_on_large_pools_of_shared_prices(seed: int) -> None:
+    rnd = random.Random(2_000 + seed)
+    pool, pv = _tied_world(rnd, 700)  # many rows per price: ranked by price group, with the collector paused
+    for _ in range(6):
+        lat = {d.key: rnd.choice((0.1, 0.2)) for d in pool if rnd.random() < 0.5} if rnd.random() < 0.5 else {}
+        _check(_random_facts(rnd), pool, pv, NOON, frozenset(), lat)
+
+
+def test_a_pool_changed_in_place_tuples_and_generators_get_their_own_decisions() -> None:
+    rnd = random.Random(7)
+    pool, pv = _tied_world(rnd, 40)
+    f = facts(500)
+    _check(f, pool, pv, NOON, frozenset(), {})
+    pool.append(dep("p1", "new", quality=99))
+    pool[0] = replace(pool[0], quality=1)
+    pool.reverse()
+    _check(f, pool, pv, NOON, frozenset(), {})
+    del pool[5:]
+    _check(f, pool, pv, NOON, frozenset(), {})
+    _check(f, tuple(pool), pv, NOON, frozenset(), {})
+    _check(f, iter(pool), pv, NOON, frozenset(), {})
+    # an equal list, another object: equal decisions
+    again = [replace(d) for d in pool]
+    assert _as_plain(rank(f, again, pv, NOON)) == _reference_rank(f, again, pv, NOON)
+
+
+def test_candidates_read_their_cost_exactly_whatever_the_context_when_read() -> None:
+    import decimal
+
+    usd, cny_ = dep("openai", "mini"), dep("cny", "m")
+    pv = book({usd.key: Price("USD", 1_000_000, D("0.15"), D("0.60")), cny_.key: cny("0.0011", "0.0023")},
+              fx={"USD": D("7.1234")})
+    decision = rank(facts(123_457, expected=98_765), [usd, cny_], pv, NOON)
+    (expected, _) = _reference_rank(facts(123_457, expected=98_765), [usd, cny_], pv, NOON)
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3
+        assert [str(c.expected_cost) for c in decision.candidates] == [row[1] for row in expected]
+
+
+def test_candidates_and_decisions_keep_the_value_semantics_of_frozen_dataclasses() -> None:
+    d = dep()
+    pv = book({d.key: cny("0.001", "0.002")})
+    decision = rank(facts(1_000, expected=256), [d], pv, NOON, latency={d.key: 0.5})
+    (c,) = decision.candidates
+    same = R.Candidate(d, D("0.001512"), c.unit_prices, 0.5)
+    assert c == same and hash(c) == hash(same) and c != R.Candidate(d, D("0.001513"), c.unit_prices, 0.5)
+    assert repr(c) == ("Candidate(deployment=" + repr(d) + ", expected_cost=Decimal('0.001512'), unit_prices="
+                       + repr(c.unit_prices) + ", recent_latency_s=0.5)")
+    assert pickle.loads(pickle.dumps(c)) == c
+    with pytest.raises(FrozenInstanceError):
+        c.expected_cost = D(0)  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        decision.candidates = ()  # type: ignore[misc]
+    assert decision == R.Decision((same,), ())
+    excluded = rank(facts(min_quality=90), [d], pv, NOON)
+    assert excluded.excluded is excluded.excluded  # written once, when first read
+    assert excluded == R.Decision((), (R.Exclusion(d, R.QUALITY, "quality 80 < min_quality 90"),))
+
+
+def test_sets_where_frozensets_are_expected_give_the_same_decisions() -> None:
+    rnd = random.Random(11)
+    pool, pv = _tied_world(rnd, 30)
+    f = replace(facts(500, capabilities=("tools",)), constraints=Constraints(providers={"p0", "p1"}))  # type: ignore
+    expected = _reference_rank(f, pool, pv, NOON, frozenset({"p1"}))
+    assert _as_plain(rank(f, pool, pv, NOON, {"p1"})) == expected  # type: ignore[arg-type]
+    assert _as_plain(rank(f, pool, pv, NOON, {"p1"})) == expected  # type: ignore[arg-type]
