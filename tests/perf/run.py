@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -54,6 +55,7 @@ BEARER = "sk-bench-5f0c2a9e71d84b36a1c4e0f9b27d6e83"  # sent by wrk/post.lua and
 
 @dataclass
 class Plan:
+    rounds: int = 3  # bare and gateway measured in turn, this many times; each figure is the median
     warm_s: int = 2
     c1_s: int = 5
     c64_s: int = 8
@@ -63,7 +65,7 @@ class Plan:
     litellm_c64_s: int = 8
 
 
-QUICK = Plan(warm_s=1, c1_s=2, c64_s=3, ttfb_n=100, client_s=2, litellm_c1_s=2, litellm_c64_s=4)
+QUICK = Plan(rounds=1, warm_s=1, c1_s=2, c64_s=3, ttfb_n=100, client_s=2, litellm_c1_s=2, litellm_c64_s=4)
 
 
 class BenchError(RuntimeError):
@@ -238,25 +240,72 @@ class Figures:
     requests: int = 0
 
 
-def measure(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, *, c1_s: int | None = None,
-            c64_s: int | None = None) -> Figures:
+def _one_round(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, c1_s: int,
+               c64_s: int) -> Figures:
     label = f"{proxy.name} {'stream' if stream else 'non-stream'}"
-    with proxy:
-        f = Figures(startup_s=proxy.startup_s)
-        wrk(wrk_bin, url, body, 8, plan.warm_s, f"{label} warm-up")
-        c1 = wrk(wrk_bin, url, body, 1, c1_s or plan.c1_s, f"{label} c1")
-        f.p50_us, f.p99_us = c1["p50_us"], c1["p99_us"]
-        if stream:
-            f.ttfb_us = ttfb(url, body, plan.ttfb_n, label)["ttfb_p50_us"]
-        before = cpu_seconds(proxy.pid)
-        c64 = wrk(wrk_bin, url, body, 64, c64_s or plan.c64_s, f"{label} c64")
-        after = cpu_seconds(proxy.pid)
-        f.rps, f.requests = c64["rps"], c64["requests"]
-        f.cpu_ms = (after - before) * 1000 / c64["requests"]
-        f.rss_mb = rss_mb(proxy.pid)
+    f = Figures(startup_s=proxy.startup_s)
+    c1 = wrk(wrk_bin, url, body, 1, c1_s, f"{label} c1")
+    f.p50_us, f.p99_us = c1["p50_us"], c1["p99_us"]
+    if stream:
+        f.ttfb_us = ttfb(url, body, plan.ttfb_n, label)["ttfb_p50_us"]
+    before = cpu_seconds(proxy.pid)
+    c64 = wrk(wrk_bin, url, body, 64, c64_s, f"{label} c64")
+    after = cpu_seconds(proxy.pid)
+    f.rps, f.requests = c64["rps"], c64["requests"]
+    f.cpu_ms = (after - before) * 1000 / c64["requests"]
+    f.rss_mb = rss_mb(proxy.pid)
     log(f"{label}: cpu {f.cpu_ms:.3f} ms/req, p50 {f.p50_us:.0f} us, p99 {f.p99_us:.0f} us, "
         f"c64 {f.rps:.0f} req/s, ttfb {f.ttfb_us or 0:.0f} us, rss {f.rss_mb:.0f} MB")
     return f
+
+
+def _median(rounds: list[Figures]) -> Figures:
+    def med(name: str) -> Any:
+        values = [getattr(r, name) for r in rounds]
+        return None if values[0] is None else statistics.median(values)
+
+    return Figures(cpu_ms=med("cpu_ms"), p50_us=med("p50_us"), p99_us=med("p99_us"), rps=med("rps"),
+                   ttfb_us=med("ttfb_us"), rss_mb=rounds[-1].rss_mb, startup_s=rounds[0].startup_s,
+                   requests=sum(r.requests for r in rounds))
+
+
+def measure(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, *, c1_s: int | None = None,
+            c64_s: int | None = None) -> Figures:
+    """One proxy on its own (the LiteLLM proxy, the proposals): warm-up, then one round."""
+    with proxy:
+        wrk(wrk_bin, url, body, 8, plan.warm_s, f"{proxy.name} warm-up")
+        return _one_round(proxy, wrk_bin, url, body, stream, plan, c1_s or plan.c1_s, c64_s or plan.c64_s)
+
+
+def measure_interleaved(proxies: list[Proxy], direct_url: str, wrk_bin: str, body: Path, stream: bool,
+                        plan: Plan) -> tuple[dict[str, Figures], dict[str, float]]:
+    """All proxies up at once, then `plan.rounds` rounds, each measuring the stand-in directly and every proxy in
+    turn: a slow phase of a shared machine then hits every proxy alike instead of whichever ran during it, and each
+    figure is the median over the rounds (the ratios of single runs moved by +-15 % here)."""
+    runs: dict[str, list[Figures]] = {p.name: [] for p in proxies}
+    direct: dict[str, list[float]] = {"p50_us": [], "p99_us": [], "ttfb_us": []}
+    started: list[Proxy] = []
+    try:
+        for p in proxies:
+            started.append(p.start())
+        for p in proxies:
+            wrk(wrk_bin, f"http://127.0.0.1:{p.port}/v1/chat/completions", body, 8, plan.warm_s,
+                f"{p.name} warm-up")
+        for n in range(plan.rounds):
+            log(f"round {n + 1}/{plan.rounds} ({'stream' if stream else 'non-stream'})")
+            c1 = wrk(wrk_bin, direct_url, body, 1, plan.c1_s, "stand-in c1")
+            direct["p50_us"].append(c1["p50_us"])
+            direct["p99_us"].append(c1["p99_us"])
+            if stream:
+                direct["ttfb_us"].append(ttfb(direct_url, body, plan.ttfb_n, "stand-in")["ttfb_p50_us"])
+            for p in proxies:
+                runs[p.name].append(_one_round(p, wrk_bin, f"http://127.0.0.1:{p.port}/v1/chat/completions", body,
+                                               stream, plan, plan.c1_s, plan.c64_s))
+    finally:
+        for p in started:
+            p.stop()
+    return ({name: _median(r) for name, r in runs.items()},
+            {k: statistics.median(v) for k, v in direct.items() if v})
 
 
 # ---------------------------------------------------------------------------------------------------- bodies
@@ -664,9 +713,9 @@ def proposals(variants: list[str], plan: Plan) -> int:
             mode = "stream" if stream else "non-stream"
             proxies = [bare_proxy(stand.port, stream, work)] + [gateway_proxy(stand.port, stream, work, v)
                                                                  for v in variants]
-            for proxy in proxies:
-                f = measure(proxy, wrk_bin, f"http://127.0.0.1:{proxy.port}/v1/chat/completions", body, stream, plan)
-                rows.append((mode, proxy.name, f))
+            url = f"http://127.0.0.1:{stand.port}/{'sse/' if stream else ''}direct/v1/chat/completions"
+            figures, _ = measure_interleaved(proxies, url, wrk_bin, body, stream, plan)
+            rows += [(mode, name, f) for name, f in figures.items()]
     finally:
         stand.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -681,18 +730,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not figures)")
     ap.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy comparison")
     ap.add_argument("--no-write", action="store_true", help="do not overwrite tests/perf/RESULTS.md")
+    ap.add_argument("--rounds", type=int, default=None, help="bare/gateway measurement rounds (default 3, quick 1)")
     ap.add_argument("--only", choices=("gateway", "bare", "micro"), default=None, help="debugging: one part")
     ap.add_argument("--routing-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proposals", nargs="+", metavar="PATCHES",
                     help="measure the gateway with in-memory patches (tests/perf/proposals/serve_patched.py), e.g. "
-                         "'' coalesce rank,coalesce,nowait; '' is the unpatched gateway")
+                         "'' noledger nowait; '' is the unpatched gateway")
     args = ap.parse_args(argv)
     if args.routing_json:
         print(json.dumps(routing_bench()))
         return 0
-    if args.proposals:
-        return proposals(args.proposals, QUICK if args.quick else Plan())
     plan = QUICK if args.quick else Plan()
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.proposals:
+        return proposals(args.proposals, plan)
     notes: list[str] = []
     t_start = time.perf_counter()
     nginx, wrk_bin = ensure_tools(notes)
@@ -700,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     stand: StandIn = NginxStandIn(nginx) if nginx else AsyncioStandIn()
     stand.start()
     res: dict[str, Any] = {"notes": notes, "standin": stand.kind, "bare": {}, "gateway": {}, "direct": {},
-                           "plan": f"c1 {plan.c1_s}s, c64 {plan.c64_s}s, warm-up {plan.warm_s}s at c8"}
+                           "plan": f"c1 {plan.c1_s}s, c64 {plan.c64_s}s, warm-up {plan.warm_s}s at c8; bare and "
+                                   f"gateway measured in turn, {plan.rounds} round(s), medians"}
     from tests.perf.bare_proxy import default_client
 
     res["client_used"] = default_client()
@@ -716,17 +769,12 @@ def main(argv: list[str] | None = None) -> int:
             for stream in (False, True):
                 mode = "stream" if stream else "non-stream"
                 url = f"{base}/{'sse/' if stream else ''}direct/v1/chat/completions"
-                c1 = wrk(wrk_bin, url, bodies[("auto", stream)], 1, plan.c1_s, f"stand-in {mode} c1")
-                res["direct"][mode] = {"p50_us": c1["p50_us"], "p99_us": c1["p99_us"]}
-                if stream:
-                    res["direct"][mode]["ttfb_us"] = ttfb(url, bodies[("auto", True)], plan.ttfb_n,
-                                                          "stand-in")["ttfb_p50_us"]
-                for name, make in (("bare", bare_proxy), ("gateway", gateway_proxy)):
-                    if args.only and args.only != name:
-                        continue
-                    proxy = make(stand.port, stream, work)
-                    res[name][mode] = measure(proxy, wrk_bin, f"http://127.0.0.1:{proxy.port}/v1/chat/completions",
-                                              bodies[("auto", stream)], stream, plan)
+                proxies = [make(stand.port, stream, work) for name, make in
+                           (("bare", bare_proxy), ("gateway", gateway_proxy)) if args.only in (None, name)]
+                figures, res["direct"][mode] = measure_interleaved(proxies, url, wrk_bin, bodies[("auto", stream)],
+                                                                   stream, plan)
+                for name, f in figures.items():
+                    res[name][mode] = f
             rows = sqlite_ledger_rows(work / "ledger.db")
             if args.only in (None, "gateway"):
                 notes.append(f"gateway ledger: SQLite at a temporary file, {rows} rows written" if rows else
