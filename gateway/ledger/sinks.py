@@ -3,8 +3,10 @@
 - SQLite (`SqliteSink`): a stdlib `sqlite3` connection (WAL, synchronous=NORMAL: durable across a process crash):
   BEGIN IMMEDIATE, one executemany per statement, COMMIT, on the event loop's thread (a commit is a write into the
   page cache), falling back to a dedicated thread whenever the database is locked by someone else; checkpoints
-  (the only fsyncs) run in that thread between batches. Values are stored in exactly the format SQLAlchemy's
-  column types use (`sqlite_params`, checked by a parity test), so every reader sees the same rows.
+  (the only fsyncs) run in that thread on a connection of their own, concurrently with the commits
+  (`gateway/ledger/checkpoint.py`). Values are stored in exactly the format SQLAlchemy's column types use
+  (`gateway/ledger/sqlite_rows.py`, checked by a parity test), so every reader sees the same rows. It can also
+  commit a lone write synchronously, in the caller's coroutine (`commit_now`; see the writer).
 - PostgreSQL (and anything else; `EngineSink`): SQLAlchemy on one dedicated autocommit connection; a batch's
   inserts are one executemany and so are its updates (one round trip each).
 """
@@ -17,26 +19,20 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import Decimal
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.ledger.checkpoint import WalCheckpointer
 from gateway.ledger.recovery import heartbeat
-from gateway.ledger.tables import Money, UtcDateTime, ledger, money_text
+from gateway.ledger.sqlite_rows import INSERT_CONV, INSERT_SQL, UPDATE_CONV, UPDATE_SQL, sqlite_params, sqlite_time
+from gateway.ledger.tables import UPDATABLE, ledger
+
+__all__ = ["UPDATABLE", "EngineSink", "Sink", "SqliteSink", "WriteOp"]
 
 log = logging.getLogger(__name__)
 
-# Columns `finish` may change: the deployment can differ from the one opened (fallback), the rest is the outcome.
-UPDATABLE = (
-    "route", "provider", "model", "upstream_model", "price_version", "input_tokens", "cached_input_tokens",
-    "output_tokens", "currency", "input_cost", "cached_input_cost", "output_cost", "total_cost",
-    "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
-    "output_cost_reporting", "total_cost_reporting", "baseline_cost", "money_scale", "usage_source", "status",
-    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at",
-)
 UPDATE_STATEMENT = (
     ledger.update()
     .where(ledger.c.request_id == sa.bindparam("b_request_id"))
@@ -47,7 +43,7 @@ UPDATE_STATEMENT = (
 @dataclass(eq=False)
 class WriteOp:
     kind: Literal["insert", "update", "heartbeat"]
-    values: dict[str, Any]
+    values: dict[str, Any]  # an update's may hold every column: sinks read request_id and UPDATABLE
     future: asyncio.Future[None] | None = None
     tries: int = 0
     counts: bool = True  # a ledger row (not a heartbeat): part of pending_rows()
@@ -64,6 +60,14 @@ class Sink:
     async def after_batch(self) -> None:
         """Maintenance between batches (the batch's callers were already answered)."""
         return None
+
+    def can_commit_now(self) -> bool:
+        """Whether `commit_now` may run right now (synchronously, on the loop's thread)."""
+        return False
+
+    def commit_now(self, batch: list[WriteOp]) -> None:
+        """Commit `batch` before returning, or raise having committed nothing."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         return None
@@ -102,7 +106,7 @@ class EngineSink(Sink):
                 await conn.execute(ledger.insert(), inserts)
                 commits += 1
             if updates:
-                await conn.execute(UPDATE_STATEMENT, [{f"b_{k}": v for k, v in u.items()} for u in updates])
+                await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
                 commits += 1
             if beat is not None:
                 await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
@@ -133,76 +137,21 @@ def _overlap(inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> bo
     return any(u["request_id"] in ids for u in updates)
 
 
+_UPDATE_BINDS = [(f"b_{k}", k) for k in ("request_id", *UPDATABLE)]
+
+
+def _update_binds(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{b: u[k] for b, k in _UPDATE_BINDS} for u in updates]
+
+
 async def _write(conn: AsyncConnection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
                  beat: WriteOp | None) -> None:
     if inserts:
         await conn.execute(ledger.insert(), inserts)
     if updates:
-        await conn.execute(UPDATE_STATEMENT, [{f"b_{k}": v for k, v in u.items()} for u in updates])
+        await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
     if beat is not None:
         await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
-
-
-# SQLite storage formats, the same as SQLAlchemy's types produce (tests/ledger/test_writer.py checks parity).
-def _sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError(f"ledger times must be timezone-aware datetimes, got {value!r}")
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _sqlite_money(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, float) or not isinstance(value, (Decimal, int)):
-        raise TypeError(f"money must be Decimal, got {type(value).__name__}")
-    return money_text(Decimal(value))
-
-
-def _converter(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
-    if isinstance(column.type, Money):
-        return _sqlite_money
-    if isinstance(column.type, UtcDateTime):
-        return _sqlite_time
-    if isinstance(column.type, sa.Boolean):
-        return lambda v: None if v is None else int(bool(v))
-    return None
-
-
-_INSERT_COLUMNS = [c for c in ledger.columns if c.name != "id"]
-_INSERT_SQL = (f"INSERT INTO ledger ({', '.join(c.name for c in _INSERT_COLUMNS)}) "
-               f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})")
-_INSERT_CONV = [(c.name, _converter(c)) for c in _INSERT_COLUMNS]
-_UPDATE_SQL = (f"UPDATE ledger SET {', '.join(f'{c} = ?' for c in UPDATABLE)} WHERE request_id = ?")
-_UPDATE_CONV = [(c, _converter(ledger.c[c])) for c in (*UPDATABLE, "request_id")]
-
-
-def sqlite_params(values: dict[str, Any], conv: list[tuple[str, Callable[[Any], Any] | None]]) -> tuple[Any, ...]:
-    compiled = _COMPILED.get(id(conv))
-    if compiled is None:
-        return tuple(values.get(name) if f is None else f(values.get(name)) for name, f in conv)
-    return compiled(values)
-
-
-def _compile(conv: list[tuple[str, Callable[[Any], Any] | None]]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """`sqlite_params` for one fixed column list as one generated function (a tuple display, no generator):
-    a third of the cost, and this runs twice per request."""
-    env: dict[str, Any] = {}
-    items = []
-    for i, (name, f) in enumerate(conv):
-        if f is None:
-            items.append(f"g({name!r})")
-        else:
-            env[f"f{i}"] = f
-            items.append(f"f{i}(g({name!r}))")
-    src = "def params(values):\n    g = values.get\n    return (" + ", ".join(items) + ",)\n"
-    exec(src, env)  # noqa: S102 - the source is built from the table's own column names
-    fn: Callable[[dict[str, Any]], tuple[Any, ...]] = env["params"]
-    return fn
-
-
-_COMPILED = {id(_INSERT_CONV): _compile(_INSERT_CONV), id(_UPDATE_CONV): _compile(_UPDATE_CONV)}
 
 
 class SqliteSink(Sink):
@@ -220,18 +169,21 @@ class SqliteSink(Sink):
       busy_timeout=0, and a batch that finds the database locked is committed in the thread instead, which waits
       for the lock as before (busy_timeout 30 s);
     - checkpoints (they fsync): automatic checkpoints are off on this connection; every `checkpoint_pages` WAL
-      pages (SQLite's own default is 1000) the writer, between two batches, runs a checkpoint in the thread and
-      waits for it (as SQLite's automatic checkpoint would have, inside a commit), so the WAL is restarted
-      rather than growing under sustained load.
+      pages (SQLite's own default is 1000) a checkpoint runs in the thread on a second connection while commits
+      go on, and only a WAL grown past `wal_cap_pages` frames (default 8x) makes the writer wait for one
+      (`gateway/ledger/checkpoint.py`).
     """
 
-    def __init__(self, database: str, *, inline: bool = True, checkpoint_pages: int = 1000) -> None:
+    def __init__(self, database: str, *, inline: bool = True, checkpoint_pages: int = 1000,
+                 wal_cap_pages: int | None = None) -> None:
         self._database = database
         self._inline = inline
-        self._checkpoint_pages = checkpoint_pages
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._wal_pages = 0  # an estimate of the pages appended to the WAL since the last checkpoint
+        self._in_thread = False  # the connection is in the thread's hands (fallback commit): not the loop's
+        self.checkpointer = WalCheckpointer(database, self._pool, every_pages=checkpoint_pages,
+                                            cap_pages=wal_cap_pages if wal_cap_pages is not None
+                                            else 8 * checkpoint_pages)
         self.inline_commits = 0
         self.thread_commits = 0
 
@@ -243,15 +195,36 @@ class SqliteSink(Sink):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable across a process crash (kill -9)
         if self._inline:
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the thread (after_batch)
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the thread (checkpoint.py)
             conn.execute("PRAGMA busy_timeout=0")
+            # A WAL that grew past the cap (a reader held it) is cut back to it when it next restarts.
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA journal_size_limit={(page + 24) * self.checkpointer.cap_pages + 32}")
+            self.checkpointer.open_sync()
         else:
             conn.execute("PRAGMA busy_timeout=30000")
         self._conn = conn
 
+    def can_commit_now(self) -> bool:
+        return (self._inline and not self._in_thread and self._conn is not None
+                and not self.checkpointer.over_cap)
+
+    def commit_now(self, batch: list[WriteOp]) -> None:
+        """Commit on the loop's thread, now (the caller checked `can_commit_now`); a database locked by another
+        process raises SQLITE_BUSY at once (busy_timeout=0), having committed nothing."""
+        ins, upd, beat = _params(batch)
+        self._commit(ins, upd, beat)
+        self.inline_commits += 1
+        self.checkpointer.wrote(_pages(ins, upd))
+        self.checkpointer.maybe_start()
+
     async def write(self, batch: list[WriteOp]) -> int:
         if not self._inline:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, batch)
+            self._in_thread = True
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, batch)
+            finally:
+                self._in_thread = False
             self.thread_commits += 1
             return 1
         ins, upd, beat = _params(batch)
@@ -259,26 +232,21 @@ class SqliteSink(Sink):
             self._commit(ins, upd, beat)
             self.inline_commits += 1
         except sqlite3.OperationalError as e:
-            # Primary result code: extended codes (e.g. SQLITE_BUSY_SNAPSHOT) keep it in the low byte.
-            if getattr(e, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if not _is_busy(e):
                 raise
             # Another process holds the write lock: wait for it off the loop.
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._commit_waiting, ins, upd, beat)
+            self._in_thread = True
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._commit_waiting, ins, upd, beat)
+            finally:
+                self._in_thread = False
             self.thread_commits += 1
-        self._wal_pages += 2 * (len(ins) + len(upd)) + 2
+        self.checkpointer.wrote(_pages(ins, upd))
         return 1
 
     async def after_batch(self) -> None:
-        if self._inline and self._wal_pages >= self._checkpoint_pages:
-            self._wal_pages = 0
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self._checkpoint)
-            except Exception as e:  # the next one will try again; readers may hold old snapshots meanwhile
-                log.warning("ledger WAL checkpoint failed: %s", e)
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL back into the database (PASSIVE: never waits for readers)."""
-        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        if self._inline:
+            await self.checkpointer.between_batches()
 
     def _commit_waiting(self, ins: list[tuple[Any, ...]], upd: list[tuple[Any, ...]], beat: WriteOp | None) -> None:
         conn = self._connection()
@@ -301,11 +269,11 @@ class SqliteSink(Sink):
         conn.execute("BEGIN IMMEDIATE")
         try:
             if ins:
-                conn.executemany(_INSERT_SQL, ins)
+                conn.executemany(INSERT_SQL, ins)
             if upd:
-                conn.executemany(_UPDATE_SQL, upd)
+                conn.executemany(UPDATE_SQL, upd)
             if beat is not None:
-                rid, at = beat.values["replica_id"], _sqlite_time(beat.values["at"])
+                rid, at = beat.values["replica_id"], sqlite_time(beat.values["at"])
                 if conn.execute("UPDATE ledger_replicas SET heartbeat_at = ? WHERE replica_id = ?",
                                 (at, rid)).rowcount == 0:
                     conn.execute("INSERT INTO ledger_replicas (replica_id, started_at, heartbeat_at) "
@@ -317,6 +285,8 @@ class SqliteSink(Sink):
             raise
 
     async def close(self) -> None:
+        await self.checkpointer.close()
+
         def _close() -> None:
             if self._conn is not None:
                 if self._inline:
@@ -330,9 +300,20 @@ class SqliteSink(Sink):
         self._pool.shutdown(wait=False)
 
 
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    """The database is locked by another connection (primary result code: extended codes such as
+    SQLITE_BUSY_SNAPSHOT keep it in the low byte)."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _pages(ins: list[tuple[Any, ...]], upd: list[tuple[Any, ...]]) -> int:
+    """An estimate of the WAL pages a commit appends (table and index leaves per row, plus the header pages)."""
+    return 2 * (len(ins) + len(upd)) + 2
+
+
 def _params(batch: list[WriteOp]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], WriteOp | None]:
     """The batch as SQLite parameters (converted before taking the write lock: a bad value fails the batch without
     holding up other writers)."""
     inserts, updates, beat = _split(batch)
-    return ([sqlite_params(v, _INSERT_CONV) for v in inserts], [sqlite_params(v, _UPDATE_CONV) for v in updates],
+    return ([sqlite_params(v, INSERT_CONV) for v in inserts], [sqlite_params(v, UPDATE_CONV) for v in updates],
             beat)

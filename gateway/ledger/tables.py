@@ -58,8 +58,26 @@ def row_scale(*values: Decimal | None) -> int:
 
 
 def money_text(value: Decimal) -> str:
-    """Exact fixed-point text: no exponent, at least 18 decimals. Money is never negative in the ledger."""
-    if not value.is_finite() or value < 0:
+    """Exact fixed-point text: no exponent, at least 18 decimals. Money is never negative in the ledger.
+
+    Ten of these run per completed row, so the common case takes `str()` (a third of `format(value, 'f')`'s
+    cost); `str` switches to an exponent for positive exponents and below 1E-6, which take the general path."""
+    if not value.is_finite():
+        raise ValueError(f"ledger money must be a finite, non-negative decimal, got {value!r}")
+    text = str(value)
+    if "E" in text or text[0] == "-":
+        return _money_text_general(value)
+    dot = text.find(".")
+    if dot < 0:
+        return text + _PAD_DOT
+    d = len(text) - dot - 1
+    if d <= BASE_SCALE:
+        return text + _PADS[d]
+    return text.ljust(dot + 1 + -(-d // _PIECE) * _PIECE, "0")
+
+
+def _money_text_general(value: Decimal) -> str:
+    if value < 0:
         raise ValueError(f"ledger money must be a finite, non-negative decimal, got {value!r}")
     text = format(value, "f")
     if text.startswith("-"):  # Decimal('-0')
@@ -68,6 +86,10 @@ def money_text(value: Decimal) -> str:
     # 'f' keeps every decimal of the exponent, so len(frac) == decimals_of(value): scale_for without as_tuple.
     d = len(frac)
     return f"{whole}.{frac.ljust(BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE, '0')}"
+
+
+_PAD_DOT = "." + "0" * BASE_SCALE
+_PADS = ["0" * (BASE_SCALE - d) for d in range(BASE_SCALE + 1)]
 
 
 class Money(sa.types.TypeDecorator[Decimal]):
@@ -182,6 +204,16 @@ replicas = sa.Table(
     sa.Column("stopped_at", UtcDateTime()),
     # The liveness lock this replica holds (migration 4; see gateway/ledger/liveness.py), NULL for none.
     sa.Column("liveness", sa.String(600)),
+)
+
+
+# Columns `finish` may change: the deployment can differ from the one opened (fallback), the rest is the outcome.
+UPDATABLE = (
+    "route", "provider", "model", "upstream_model", "price_version", "input_tokens", "cached_input_tokens",
+    "output_tokens", "currency", "input_cost", "cached_input_cost", "output_cost", "total_cost",
+    "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
+    "output_cost_reporting", "total_cost_reporting", "baseline_cost", "money_scale", "usage_source", "status",
+    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at",
 )
 
 

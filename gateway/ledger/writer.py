@@ -7,6 +7,14 @@ transaction is in progress new operations pile up and form the next batch, so 10
 handful of commits, not 200, and an idle gateway still commits a lone write at once (no linger timer).
 A single writer task also means this process is one writer to SQLite, so it never contends with itself.
 
+A lone write skips all that. Group commit only pays when there are siblings to share a commit with (PostgreSQL's
+commit_delay/commit_siblings follows the same rule). When no other request of this process has a row open, the
+queue is empty and the sink can commit synchronously (SQLite, inline, not busy in its thread) and, after one yield
+that lets every other ready task go first, all that still holds, the caller commits its one op itself: no queue,
+no future, no writer-task hop. Anything else, including an inline commit that fails (say, the database is locked by
+another process), takes the queue, which owns retries, the thread fallback and error reporting. Ordering holds:
+an empty queue and an idle sink mean every earlier write is committed.
+
 How a batch reaches the database is `gateway/ledger/sinks.py`.
 
 At start the writer takes its liveness lock (`gateway/ledger/liveness.py`) before it registers or writes anything,
@@ -27,7 +35,7 @@ from gateway import db
 from gateway.domain import DeploymentKey, LedgerEntry
 from gateway.ledger.liveness import ReplicaLock, lock_for, sqlite_database
 from gateway.ledger.recovery import PriceLookup, heartbeat, recover
-from gateway.ledger.sinks import UPDATABLE, EngineSink, Sink, SqliteSink, WriteOp
+from gateway.ledger.sinks import EngineSink, Sink, SqliteSink, WriteOp
 from gateway.ledger.tables import cost_columns
 
 log = logging.getLogger(__name__)
@@ -84,6 +92,9 @@ class SqlLedger:
         self._clock = clock
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending = 0
+        self._in_hand = 0  # lone writes between acceptance and their inline commit (or the queue)
+        # Request ids of rows opened and not yet finished (the "siblings" a write could share a commit with).
+        self._open_rows: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
@@ -91,6 +102,7 @@ class SqlLedger:
         database = sqlite_database(engine) if fast_sqlite else None
         self._sink: Sink = SqliteSink(database) if database is not None else EngineSink(engine)
         self.transactions = 0  # committed write batches (tests and benchmarks read it)
+        self.direct_commits = 0  # of which lone writes committed by their caller, without the queue
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -120,6 +132,8 @@ class SqlLedger:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        while self._in_hand:  # each is one loop iteration from being committed or queued (ahead of _STOP)
+            await asyncio.sleep(0)
         if self._writer is not None:
             self._queue.put_nowait(_STOP)
             await self._writer
@@ -139,28 +153,86 @@ class SqlLedger:
         # The row names the process that heartbeats for it, whatever the entry says: a mismatch would let
         # recovery take a live request for an orphan.
         values["replica_id"] = self.replica_id
-        await self._submit("insert", values, wait=True)
+        rows = self._open_rows
+        alone = not rows
+        rows.add(entry.request_id)
+        try:
+            await self._submit("insert", values, wait=True, alone=alone)
+        except BaseException:
+            # Failed (or its wait cancelled): its finish may never come, and a stale id would only keep later lone
+            # writes on the queue, never make one unsafe.
+            rows.discard(entry.request_id)
+            raise
 
     async def finish(self, entry: LedgerEntry, *, wait: bool) -> None:
         """Complete the row. An entry still `in_flight` updates it in place (deployment after a fallback,
         output counted so far), which recovery then bills if this process dies."""
-        values = entry_values(entry, self._clock())
-        await self._submit("update", {k: values[k] for k in ("request_id", *UPDATABLE)}, wait=wait)
+        rows = self._open_rows
+        rid = entry.request_id
+        if entry.status != "in_flight":
+            rows.discard(rid)
+            alone = not rows
+        else:
+            alone = not rows or (len(rows) == 1 and rid in rows)
+        # The whole row: the sinks take the columns an update sets (no per-row sub-dict on the request path).
+        await self._submit("update", entry_values(entry, self._clock()), wait=wait, alone=alone)
 
     def pending_rows(self) -> int:
         return self._pending
 
     # ---------------------------------------------------------------------------------------- group commit
-    async def _submit(self, kind: Literal["insert", "update"], values: dict[str, Any], *, wait: bool) -> None:
+    async def _submit(self, kind: Literal["insert", "update"], values: dict[str, Any], *, wait: bool,
+                      alone: bool = False) -> None:
         if self._closed or self._writer is None:
             raise RuntimeError("the ledger is not running (start() not called, or stopped)")
+        # Only a waited write: an unwaited one (a streamed response already ended) costs its caller nothing queued,
+        # and stays visible in pending_rows() until the writer commits it.
+        if (alone and wait and self._queue.empty() and self._sink.can_commit_now()
+                and await self._commit_alone(WriteOp(kind, values))):
+            return
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
-        self._pending += 1
-        self._queue.put_nowait(WriteOp(kind, values, fut))
+        self._enqueue(WriteOp(kind, values, fut))
         if fut is not None:
             # A caller cancelled here (client gone) cancels only its wait: the write is already queued and happens
             # anyway (_resolve skips a future that is done). No shield needed, and none paid for.
             await fut
+
+    def _enqueue(self, op: WriteOp) -> None:
+        self._pending += 1
+        self._queue.put_nowait(op)
+
+    async def _commit_alone(self, op: WriteOp) -> bool:
+        """Commit a lone write in the caller's coroutine; False (nothing committed) sends it to the queue.
+
+        One yield first: every other task ready to run goes before we decide, so requests that are concurrent but
+        write back to back (open, then finish, without awaiting anything else in between) still find each other's
+        writes queued or rows open, and share commits; without it each would commit alone, ~2x the commits."""
+        rid = op.values["request_id"]
+        self._pending += 1  # accepted and not yet durable, like a queued write
+        self._in_hand += 1  # stop() lets these reach the queue or the database before it stops the writer
+        try:
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self._enqueue(op)  # only the wait is cancelled, never the write (as on the queued path)
+                raise
+            rows = self._open_rows
+            others = len(rows) - (rid in rows)
+            if others or not self._queue.empty() or not self._sink.can_commit_now():
+                return False
+            try:
+                self._sink.commit_now([op])
+            except Exception as e:
+                # Nothing was committed: the queue decides (thread fallback for a locked database, retries, the
+                # error for a waiting caller). A real failure is logged there, once.
+                log.debug("inline ledger commit failed, queued instead: %s", e)
+                return False
+            self.transactions += 1
+            self.direct_commits += 1
+            return True
+        finally:
+            self._pending -= 1
+            self._in_hand -= 1
 
     async def _write_loop(self) -> None:
         stopping = False
