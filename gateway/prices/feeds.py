@@ -15,10 +15,8 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from gateway.config.schema import Config, PriceFeedConfig
 from gateway.errors import GatewayError
@@ -26,6 +24,9 @@ from gateway.metrics import Metrics
 from gateway.prices.changes import apply_import
 from gateway.prices.formats import parse
 from gateway.prices.store import PriceStore, Published
+
+if TYPE_CHECKING:  # httpx is imported when a feed is first polled: it costs start-up ~0.1 s (it imports rich)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ class PriceFeeds:
         self._store = store
         self._metrics = metrics
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=True)
+        self._client_or_none = client
+        self._timeout_s = timeout_s
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self.status: dict[str, FeedStatus] = {f.url: FeedStatus(feed_label(f.url)) for f in config.price_feeds}
@@ -66,7 +68,7 @@ class PriceFeeds:
         """Fetch one feed once; the published result, or None when the poll failed."""
         status = self.status.setdefault(feed.url, FeedStatus(feed_label(feed.url)))
         try:
-            response = await self._client.get(feed.url)  # credentials in the URL are sent as basic auth
+            response = await self._client().get(feed.url)  # credentials in the URL are sent as basic auth
             if response.status_code != 200:
                 raise _FeedFailure(f"http_{response.status_code}")
             file = parse(response.text, feed.format)
@@ -107,8 +109,17 @@ class PriceFeeds:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._own_client:
-            await self._client.aclose()
+        if self._own_client and self._client_or_none is not None:
+            await self._client_or_none.aclose()
+            self._client_or_none = None
+
+    def _client(self) -> httpx.AsyncClient:
+        """Made on first use: a gateway without feeds never pays for httpx or its TLS context."""
+        if self._client_or_none is None:
+            import httpx
+
+            self._client_or_none = httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=True)
+        return self._client_or_none
 
 
 class _FeedFailure(Exception):
@@ -116,6 +127,8 @@ class _FeedFailure(Exception):
 
 
 def _kind(e: Exception) -> str:
+    import httpx  # already loaded: a poll made (or was given) the client
+
     if isinstance(e, _FeedFailure):
         return str(e)
     if isinstance(e, httpx.TimeoutException):
