@@ -9,11 +9,12 @@ A single writer task also means this process is one writer to SQLite, so it neve
 
 A lone write skips all that. Group commit only pays when there are siblings to share a commit with (PostgreSQL's
 commit_delay/commit_siblings follows the same rule). When no other request of this process has a row open, the
-queue is empty and the sink can commit synchronously (SQLite, inline, not busy in its thread) and, after one yield
-that lets every other ready task go first, all that still holds, the caller commits its one op itself: no queue,
-no future, no writer-task hop. Anything else, including an inline commit that fails (say, the database is locked by
-another process), takes the queue, which owns retries, the thread fallback and error reporting. Ordering holds:
-an empty queue and an idle sink mean every earlier write is committed.
+queue is empty and the sink can commit synchronously (SQLite, inline, not busy in its thread), the caller commits
+its one op itself, without yielding: no queue, no future, no writer-task hop. A request always awaits its vendor
+between opening and finishing its row, so concurrent requests see each other's open rows and share commits.
+Anything else, including an inline commit that fails (say, the database is locked by another process), takes the
+queue, which owns retries, the thread fallback and error reporting. Ordering holds: an empty queue and an idle sink
+mean every earlier write is committed.
 
 How a batch reaches the database is `gateway/ledger/sinks.py`.
 
@@ -92,7 +93,6 @@ class SqlLedger:
         self._clock = clock
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._pending = 0
-        self._in_hand = 0  # lone writes between acceptance and their inline commit (or the queue)
         # Request ids of rows opened and not yet finished (the "siblings" a write could share a commit with).
         self._open_rows: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
@@ -132,8 +132,6 @@ class SqlLedger:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        while self._in_hand:  # each is one loop iteration from being committed or queued (ahead of _STOP)
-            await asyncio.sleep(0)
         if self._writer is not None:
             self._queue.put_nowait(_STOP)
             await self._writer
@@ -188,7 +186,7 @@ class SqlLedger:
         # Only a waited write: an unwaited one (a streamed response already ended) costs its caller nothing queued,
         # and stays visible in pending_rows() until the writer commits it.
         if (alone and wait and self._queue.empty() and self._sink.can_commit_now()
-                and await self._commit_alone(WriteOp(kind, values))):
+                and self._commit_alone(WriteOp(kind, values))):
             return
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         self._enqueue(WriteOp(kind, values, fut))
@@ -201,38 +199,19 @@ class SqlLedger:
         self._pending += 1
         self._queue.put_nowait(op)
 
-    async def _commit_alone(self, op: WriteOp) -> bool:
-        """Commit a lone write in the caller's coroutine; False (nothing committed) sends it to the queue.
-
-        One yield first: every other task ready to run goes before we decide, so requests that are concurrent but
-        write back to back (open, then finish, without awaiting anything else in between) still find each other's
-        writes queued or rows open, and share commits; without it each would commit alone, ~2x the commits."""
-        rid = op.values["request_id"]
-        self._pending += 1  # accepted and not yet durable, like a queued write
-        self._in_hand += 1  # stop() lets these reach the queue or the database before it stops the writer
+    def _commit_alone(self, op: WriteOp) -> bool:
+        """Commit a lone write in the caller's coroutine, synchronously (nothing can cancel it half-way); False
+        (nothing committed) sends it to the queue."""
         try:
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                self._enqueue(op)  # only the wait is cancelled, never the write (as on the queued path)
-                raise
-            rows = self._open_rows
-            others = len(rows) - (rid in rows)
-            if others or not self._queue.empty() or not self._sink.can_commit_now():
-                return False
-            try:
-                self._sink.commit_now([op])
-            except Exception as e:
-                # Nothing was committed: the queue decides (thread fallback for a locked database, retries, the
-                # error for a waiting caller). A real failure is logged there, once.
-                log.debug("inline ledger commit failed, queued instead: %s", e)
-                return False
-            self.transactions += 1
-            self.direct_commits += 1
-            return True
-        finally:
-            self._pending -= 1
-            self._in_hand -= 1
+            self._sink.commit_now([op])
+        except Exception as e:
+            # Nothing was committed: the queue decides (thread fallback for a locked database, retries, the error
+            # for a waiting caller). A real failure is logged there, once.
+            log.debug("inline ledger commit failed, queued instead: %s", e)
+            return False
+        self.transactions += 1
+        self.direct_commits += 1
+        return True
 
     async def _write_loop(self) -> None:
         stopping = False

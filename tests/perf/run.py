@@ -359,8 +359,10 @@ def gateway_env(standin_port: int, stream: bool, ledger_db: Path) -> dict[str, s
 def gateway_proxy(standin_port: int, stream: bool, work: Path, patches: str | None = None) -> Proxy:
     port = free_port()
     name = "gateway" if patches is None else f"gateway+{patches or 'none'}"
-    return Proxy(name, gateway_cmd(port, patches), gateway_env(standin_port, stream, work / "ledger.db"), port,
-                 "/healthz", work / "gateway.log")
+    # Each variant its own ledger file: gateways running side by side must not share SQLite's write lock.
+    db = work / ("ledger.db" if patches is None else f"ledger-{patches or 'none'}-{port}.db")
+    return Proxy(name, gateway_cmd(port, patches), gateway_env(standin_port, stream, db), port, "/healthz",
+                 work / "gateway.log")
 
 
 def bare_proxy(standin_port: int, stream: bool, work: Path, client: str | None = None) -> Proxy:
@@ -493,6 +495,7 @@ async def _ledger_rows(db: Path, rows: int, conc: int, budget_s: float) -> dict[
                         provider="deepseek", model="deepseek-v2", upstream_model="deepseek-chat", price_version=1,
                         replica_id="bench-replica", prompt_tokens_estimate=231, stream=False)
         await ledger.open(e)
+        await asyncio.sleep(0)  # the vendor call: a request always awaits between its two writes
         await ledger.finish(replace(e, status="success", usage=usage, attempts=1, latency_ms=12), wait=True)
         done += 1
 

@@ -48,7 +48,43 @@ def noledger() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
-PATCHES = {"nowait": nowait, "noledger": noledger}
+def noyield() -> None:
+    """A lone ledger write commits at once, without first yielding to other ready tasks (asyncio.sleep(0))."""
+    from gateway.ledger import writer
+
+    real_asyncio = writer.asyncio
+
+    class _NoSleep:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_asyncio, name)
+
+        @staticmethod
+        async def sleep(delay: float, result: Any = None) -> Any:
+            if delay:
+                return await real_asyncio.sleep(delay, result)
+            return result
+
+    writer.asyncio = _NoSleep()  # type: ignore[assignment]
+
+
+def gcfreeze() -> None:
+    """gc.freeze() once the app has started (start-up objects leave the collector's generations)."""
+    import gc
+
+    from gateway import app
+
+    original = app.build_services
+
+    async def build_services(config: Any, **overrides: Any) -> Any:
+        services = await original(config, **overrides)
+        gc.collect()
+        gc.freeze()
+        return services
+
+    app.build_services = build_services  # type: ignore[assignment]
+
+
+PATCHES = {"nowait": nowait, "noledger": noledger, "noyield": noyield, "gcfreeze": gcfreeze}
 
 
 def main() -> None:
