@@ -7,6 +7,7 @@ the earlier `coalesce` and `rank` proposals are now part of the gateway):
   noledger  the ledger kept in memory (not durable): `--proposals "" noledger` gives the ledger's cost
   nowait    a non-streamed response does not wait for its completed ledger row to be durable (the in-flight row
             opened before the upstream call still is)
+  gcfreeze  gc.freeze() after start-up
 """
 
 from __future__ import annotations
@@ -48,25 +49,6 @@ def noledger() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
-def noyield() -> None:
-    """A lone ledger write commits at once, without first yielding to other ready tasks (asyncio.sleep(0))."""
-    from gateway.ledger import writer
-
-    real_asyncio = writer.asyncio
-
-    class _NoSleep:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real_asyncio, name)
-
-        @staticmethod
-        async def sleep(delay: float, result: Any = None) -> Any:
-            if delay:
-                return await real_asyncio.sleep(delay, result)
-            return result
-
-    writer.asyncio = _NoSleep()  # type: ignore[assignment]
-
-
 def gcfreeze() -> None:
     """gc.freeze() once the app has started (start-up objects leave the collector's generations)."""
     import gc
@@ -84,7 +66,7 @@ def gcfreeze() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
-PATCHES = {"nowait": nowait, "noledger": noledger, "noyield": noyield, "gcfreeze": gcfreeze}
+PATCHES = {"nowait": nowait, "noledger": noledger, "gcfreeze": gcfreeze}
 
 
 def main() -> None:
