@@ -143,5 +143,10 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
 
 
 def create_app_from_env() -> FastAPI:
-    """uvicorn factory for `gateway serve --workers N` (each worker loads the config the same way)."""
-    return create_app(load_config(resolve_config_path(None)))
+    """uvicorn factory for `gateway serve --workers N` (each worker loads the config the same way, and tunes its
+    garbage collector as a single-process `gateway serve` does)."""
+    from gateway.server import tune_gc
+
+    app = create_app(load_config(resolve_config_path(None)))
+    tune_gc()
+    return app

@@ -30,14 +30,27 @@ def uvicorn_config(config: Config, host: str, port: int, log_level: str = "info"
                           log_level=log_level, timeout_graceful_shutdown=30, proxy_headers=False)
 
 
+GC_GEN0_THRESHOLD = 7000
+
+
+def tune_gc() -> None:
+    """For a serving process: the objects of start-up (config, price tables, the tokenizer, imported modules) leave
+    the garbage collector's sight, so its full collections stay short; and the youngest generation is collected
+    every 7,000 net allocations instead of 700. The request path makes no reference cycles, so those collections
+    find nothing, yet at the default they ran every ~10 requests at ~0.3 ms each: ~30 us of CPU per request at
+    concurrency 64, against ~6 us at 7,000 (measured with gc.callbacks under wrk)."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 class _Server(uvicorn.Server):
-    """uvicorn's server, plus: once started, the objects of start-up (config, price tables, the tokenizer,
-    imported modules) are moved out of the garbage collector's sight, so its full collections stay short."""
+    """uvicorn's server, tuning the garbage collector once started (`tune_gc`)."""
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         await super().startup(sockets=sockets)
-        gc.collect()
-        gc.freeze()
+        tune_gc()
 
 
 def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:

@@ -107,6 +107,10 @@ async def hot_post(app: Any, mode: str, scope: Scope, receive: Receive, send: Se
         if not started:
             await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
         raise
+    finally:
+        # The server's cycle holds the scope, so a bound method of it left in the scope is a reference cycle:
+        # ~7 objects per request for the cyclic GC to find (measured: most of its work under load).
+        del scope[SERVER_SEND]
 
 
 def _pipeline(request: Request) -> Pipeline:

@@ -7,7 +7,6 @@ the earlier `coalesce` and `rank` proposals are now part of the gateway):
   noledger  the ledger kept in memory (not durable): `--proposals "" noledger` gives the ledger's cost
   nowait    a non-streamed response does not wait for its completed ledger row to be durable (the in-flight row
             opened before the upstream call still is)
-  gcfreeze  gc.freeze() after start-up
 """
 
 from __future__ import annotations
@@ -49,24 +48,7 @@ def noledger() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
-def gcfreeze() -> None:
-    """gc.freeze() once the app has started (start-up objects leave the collector's generations)."""
-    import gc
-
-    from gateway import app
-
-    original = app.build_services
-
-    async def build_services(config: Any, **overrides: Any) -> Any:
-        services = await original(config, **overrides)
-        gc.collect()
-        gc.freeze()
-        return services
-
-    app.build_services = build_services  # type: ignore[assignment]
-
-
-PATCHES = {"nowait": nowait, "noledger": noledger, "gcfreeze": gcfreeze}
+PATCHES = {"nowait": nowait, "noledger": noledger}
 
 
 def main() -> None:
