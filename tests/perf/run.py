@@ -55,11 +55,11 @@ BEARER = "sk-bench-5f0c2a9e71d84b36a1c4e0f9b27d6e83"  # sent by wrk/post.lua and
 
 @dataclass
 class Plan:
-    rounds: int = 3  # bare and gateway measured in turn, this many times; each figure is the median
+    rounds: int = 5  # bare and gateway measured in turn, this many times; each figure is the median
     warm_s: int = 2
-    c1_s: int = 5
-    c64_s: int = 8
-    ttfb_n: int = 300
+    c1_s: int = 3
+    c64_s: int = 4
+    ttfb_n: int = 200
     client_s: int = 5
     litellm_c1_s: int = 4
     litellm_c64_s: int = 8
@@ -240,14 +240,16 @@ class Figures:
     requests: int = 0
 
 
-def _one_round(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, c1_s: int,
-               c64_s: int) -> Figures:
+def _c1(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, c1_s: int, f: Figures) -> None:
     label = f"{proxy.name} {'stream' if stream else 'non-stream'}"
-    f = Figures(startup_s=proxy.startup_s)
     c1 = wrk(wrk_bin, url, body, 1, c1_s, f"{label} c1")
     f.p50_us, f.p99_us = c1["p50_us"], c1["p99_us"]
     if stream:
         f.ttfb_us = ttfb(url, body, plan.ttfb_n, label)["ttfb_p50_us"]
+
+
+def _c64(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, c64_s: int, f: Figures) -> None:
+    label = f"{proxy.name} {'stream' if stream else 'non-stream'}"
     before = cpu_seconds(proxy.pid)
     c64 = wrk(wrk_bin, url, body, 64, c64_s, f"{label} c64")
     after = cpu_seconds(proxy.pid)
@@ -256,10 +258,9 @@ def _one_round(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, p
     f.rss_mb = rss_mb(proxy.pid)
     log(f"{label}: cpu {f.cpu_ms:.3f} ms/req, p50 {f.p50_us:.0f} us, p99 {f.p99_us:.0f} us, "
         f"c64 {f.rps:.0f} req/s, ttfb {f.ttfb_us or 0:.0f} us, rss {f.rss_mb:.0f} MB")
-    return f
 
 
-def _median(rounds: list[Figures]) -> Figures:
+def median_figures(rounds: list[Figures]) -> Figures:
     def med(name: str) -> Any:
         values = [getattr(r, name) for r in rounds]
         return None if values[0] is None else statistics.median(values)
@@ -269,43 +270,69 @@ def _median(rounds: list[Figures]) -> Figures:
                    requests=sum(r.requests for r in rounds))
 
 
+def paired_ratios(g: list[Figures], b: list[Figures], direct: list[dict[str, float]]) -> dict[str, float]:
+    """gateway / bare per round (both measured in the same minute), then the median over rounds: steadier than a
+    ratio of medians when the machine's speed drifts between rounds."""
+    def med(pairs: list[tuple[float | None, float | None]]) -> float:
+        return statistics.median(x / y for x, y in pairs if x is not None and y)
+
+    out = {
+        "cpu_ms": med([(gi.cpu_ms, bi.cpu_ms) for gi, bi in zip(g, b)]),
+        "rps": med([(gi.rps, bi.rps) for gi, bi in zip(g, b)]),
+        "p50_us": med([(gi.p50_us, bi.p50_us) for gi, bi in zip(g, b)]),
+        "p99_us": med([(gi.p99_us, bi.p99_us) for gi, bi in zip(g, b)]),
+        "added_p50_us": med([(gi.p50_us - d["p50_us"], bi.p50_us - d["p50_us"]) for gi, bi, d in zip(g, b, direct)]),
+        "rss_mb": g[-1].rss_mb / b[-1].rss_mb,
+    }
+    if g[0].ttfb_us is not None:
+        out["ttfb_us"] = med([(gi.ttfb_us, bi.ttfb_us) for gi, bi in zip(g, b)])
+    return out
+
+
 def measure(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, *, c1_s: int | None = None,
             c64_s: int | None = None) -> Figures:
-    """One proxy on its own (the LiteLLM proxy, the proposals): warm-up, then one round."""
+    """One proxy on its own (the LiteLLM proxy): warm-up, then one round."""
     with proxy:
         wrk(wrk_bin, url, body, 8, plan.warm_s, f"{proxy.name} warm-up")
-        return _one_round(proxy, wrk_bin, url, body, stream, plan, c1_s or plan.c1_s, c64_s or plan.c64_s)
+        f = Figures(startup_s=proxy.startup_s)
+        _c1(proxy, wrk_bin, url, body, stream, plan, c1_s or plan.c1_s, f)
+        _c64(proxy, wrk_bin, url, body, stream, c64_s or plan.c64_s, f)
+        return f
 
 
 def measure_interleaved(proxies: list[Proxy], direct_url: str, wrk_bin: str, body: Path, stream: bool,
-                        plan: Plan) -> tuple[dict[str, Figures], dict[str, float]]:
-    """All proxies up at once, then `plan.rounds` rounds, each measuring the stand-in directly and every proxy in
-    turn: a slow phase of a shared machine then hits every proxy alike instead of whichever ran during it, and each
-    figure is the median over the rounds (the ratios of single runs moved by +-15 % here)."""
+                        plan: Plan) -> tuple[dict[str, list[Figures]], list[dict[str, float]]]:
+    """All proxies up at once, then `plan.rounds` short rounds; in each, every phase (c1 with the stand-in measured
+    directly first, then c64) runs for each proxy in turn. This machine's speed drifts by +-20 % over seconds
+    (the bare proxy alone moved between 0.31 and 0.44 ms CPU per request in consecutive 4 s windows), so figures
+    taken a minute apart are not comparable; taken back to back, their ratio is. Returns every round's figures."""
     runs: dict[str, list[Figures]] = {p.name: [] for p in proxies}
-    direct: dict[str, list[float]] = {"p50_us": [], "p99_us": [], "ttfb_us": []}
+    direct: list[dict[str, float]] = []
     started: list[Proxy] = []
+    urls = {p.name: f"http://127.0.0.1:{p.port}/v1/chat/completions" for p in proxies}
     try:
         for p in proxies:
             started.append(p.start())
         for p in proxies:
-            wrk(wrk_bin, f"http://127.0.0.1:{p.port}/v1/chat/completions", body, 8, plan.warm_s,
-                f"{p.name} warm-up")
+            wrk(wrk_bin, urls[p.name], body, 8, plan.warm_s, f"{p.name} warm-up")
         for n in range(plan.rounds):
             log(f"round {n + 1}/{plan.rounds} ({'stream' if stream else 'non-stream'})")
             c1 = wrk(wrk_bin, direct_url, body, 1, plan.c1_s, "stand-in c1")
-            direct["p50_us"].append(c1["p50_us"])
-            direct["p99_us"].append(c1["p99_us"])
+            d = {"p50_us": c1["p50_us"], "p99_us": c1["p99_us"]}
             if stream:
-                direct["ttfb_us"].append(ttfb(direct_url, body, plan.ttfb_n, "stand-in")["ttfb_p50_us"])
+                d["ttfb_us"] = ttfb(direct_url, body, plan.ttfb_n, "stand-in")["ttfb_p50_us"]
+            direct.append(d)
+            figures = {p.name: Figures(startup_s=p.startup_s) for p in proxies}
             for p in proxies:
-                runs[p.name].append(_one_round(p, wrk_bin, f"http://127.0.0.1:{p.port}/v1/chat/completions", body,
-                                               stream, plan, plan.c1_s, plan.c64_s))
+                _c1(p, wrk_bin, urls[p.name], body, stream, plan, plan.c1_s, figures[p.name])
+            for p in proxies:
+                _c64(p, wrk_bin, urls[p.name], body, stream, plan.c64_s, figures[p.name])
+            for name, f in figures.items():
+                runs[name].append(f)
     finally:
         for p in started:
             p.stop()
-    return ({name: _median(r) for name, r in runs.items()},
-            {k: statistics.median(v) for k, v in direct.items() if v})
+    return runs, direct
 
 
 # ---------------------------------------------------------------------------------------------------- bodies
@@ -563,21 +590,23 @@ def render(res: dict[str, Any]) -> str:
     for mode in ("non-stream", "stream"):
         b, g, d = res["bare"][mode], res["gateway"][mode], res["direct"][mode]
         L = lit.get(mode)
-        rows: list[tuple[str, float | None, float, float, float | None, int]] = [
-            ("CPU per request (ms)", None, b.cpu_ms, g.cpu_ms, L.cpu_ms if L else None, 3),
-            ("p50 latency c1 (us)", d["p50_us"], b.p50_us, g.p50_us, L.p50_us if L else None, 0),
-            ("p99 latency c1 (us)", d["p99_us"], b.p99_us, g.p99_us, L.p99_us if L else None, 0),
-            ("added p50 vs stand-in (us)", None, b.p50_us - d["p50_us"], g.p50_us - d["p50_us"],
+        paired = res.get("paired", {}).get(mode, {})
+        rows: list[tuple[str, str, float | None, float, float, float | None, int]] = [
+            ("CPU per request (ms)", "cpu_ms", None, b.cpu_ms, g.cpu_ms, L.cpu_ms if L else None, 3),
+            ("p50 latency c1 (us)", "p50_us", d["p50_us"], b.p50_us, g.p50_us, L.p50_us if L else None, 0),
+            ("p99 latency c1 (us)", "p99_us", d["p99_us"], b.p99_us, g.p99_us, L.p99_us if L else None, 0),
+            ("added p50 vs stand-in (us)", "added_p50_us", None, b.p50_us - d["p50_us"], g.p50_us - d["p50_us"],
              (L.p50_us - d["p50_us"]) if L else None, 0),
-            ("requests/s c64", None, b.rps, g.rps, L.rps if L else None, 0),
+            ("requests/s c64", "rps", None, b.rps, g.rps, L.rps if L else None, 0),
         ]
         if mode == "stream":
-            rows.append(("time to first byte c1 (us)", d.get("ttfb_us"), b.ttfb_us or 0, g.ttfb_us or 0,
+            rows.append(("time to first byte c1 (us)", "ttfb_us", d.get("ttfb_us"), b.ttfb_us or 0, g.ttfb_us or 0,
                          L.ttfb_us if L else None, 0))
-        rows.append(("RSS after run (MB)", None, b.rss_mb, g.rss_mb, L.rss_mb if L else None, 1))
-        for name, dv, bv, gv, lv, prec in rows:
+        rows.append(("RSS after run (MB)", "rss_mb", None, b.rss_mb, g.rss_mb, L.rss_mb if L else None, 1))
+        for name, key, dv, bv, gv, lv, prec in rows:
+            ratio = f"{paired[key]:.2f}x" if key in paired else _ratio(gv, bv)
             line = (f"{name:<30} {mode:<10} {('%.*f' % (prec, dv)) if dv is not None else '-':>9} "
-                    f"{bv:>9.{prec}f} {gv:>9.{prec}f} {_ratio(gv, bv):>8}")
+                    f"{bv:>9.{prec}f} {gv:>9.{prec}f} {ratio:>8}")
             if has_lit:
                 line += f" {('%.*f' % (prec, lv)) if lv is not None else '-':>9} {_ratio(gv, lv):>10}"
             lines.append(line)
@@ -614,16 +643,18 @@ def targets(res: dict[str, Any]) -> list[str]:
 
     for mode in ("non-stream", "stream"):
         b, g, d = res["bare"][mode], res["gateway"][mode], res["direct"][mode]
-        r = g.cpu_ms / b.cpu_ms
+        paired = res.get("paired", {}).get(mode, {})
+        r = paired.get("cpu_ms", g.cpu_ms / b.cpu_ms)
         check(f"CPU/request {mode} <= 1.5x bare", r <= 1.5, f"{r:.2f}x ({g.cpu_ms:.3f} vs {b.cpu_ms:.3f} ms)")
-        r = g.rps / b.rps
+        r = paired.get("rps", g.rps / b.rps)
         check(f"req/s c64 {mode} >= 0.8x bare", r >= 0.8, f"{r:.2f}x ({g.rps:.0f} vs {b.rps:.0f})")
         L = (res.get("litellm") or {}).get(mode)
         if L:
             r = g.rps / L.rps
             check(f"req/s c64 {mode} >= 10x LiteLLM", r >= 10, f"{r:.1f}x ({g.rps:.0f} vs {L.rps:.0f})")
         ga, ba = g.p50_us - d["p50_us"], b.p50_us - d["p50_us"]
-        check(f"added p50 c1 {mode} <= 1.5x bare's", ga <= 1.5 * ba, f"{ga / ba:.2f}x ({ga:.0f} vs {ba:.0f} us)")
+        r = paired.get("added_p50_us", ga / ba)
+        check(f"added p50 c1 {mode} <= 1.5x bare's", r <= 1.5, f"{r:.2f}x ({ga:.0f} vs {ba:.0f} us)")
         check(f"RSS {mode} <= 150 MB", g.rss_mb <= 150, f"{g.rss_mb:.0f} MB")
     r100 = next(r for r in res["routing"] if r["deployments"] == 100)
     check("routing <= 50 us/decision at 100 deployments", r100["us_per_decision"] <= 50,
@@ -694,9 +725,11 @@ def write_results(text: str, argv: list[str]) -> None:
         f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} CPUs, Python "
         f"{sys.version.split()[0]}.\n\n"
         "Ratios are to the bare pass-through proxy (tests/perf/bare_proxy.py) and the LiteLLM proxy measured in the "
-        "same run. CPU per request = user+sys seconds of the proxy's process tree during the c64 run / requests "
-        "served in it. Latency and requests/s from wrk (1 thread, ~1 KB chat body, any error fails the run); time "
-        "to first byte from tests/perf/ttfb.py at concurrency 1.\n\n"
+        "same run. Bare and gateway run side by side and are measured back to back in several short rounds; their "
+        "figures are medians over the rounds and gw/bare is the median of the per-round ratios. CPU per request = "
+        "user+sys seconds of the proxy's process tree during a c64 run / requests served in it. Latency and "
+        "requests/s from wrk (1 thread, ~1 KB chat body, any error fails the run); time to first byte from "
+        "tests/perf/ttfb.py at concurrency 1.\n\n"
         "```\n" + text + "\n```\n\n" + PROFILE_NOTES)
 
 
@@ -717,8 +750,8 @@ def proposals(variants: list[str], plan: Plan) -> int:
             proxies = [bare_proxy(stand.port, stream, work)] + [gateway_proxy(stand.port, stream, work, v)
                                                                  for v in variants]
             url = f"http://127.0.0.1:{stand.port}/{'sse/' if stream else ''}direct/v1/chat/completions"
-            figures, _ = measure_interleaved(proxies, url, wrk_bin, body, stream, plan)
-            rows += [(mode, name, f) for name, f in figures.items()]
+            runs, _ = measure_interleaved(proxies, url, wrk_bin, body, stream, plan)
+            rows += [(mode, name, median_figures(r)) for name, r in runs.items()]
     finally:
         stand.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -754,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     stand: StandIn = NginxStandIn(nginx) if nginx else AsyncioStandIn()
     stand.start()
-    res: dict[str, Any] = {"notes": notes, "standin": stand.kind, "bare": {}, "gateway": {}, "direct": {},
+    res: dict[str, Any] = {"notes": notes, "standin": stand.kind, "bare": {}, "gateway": {}, "direct": {}, "paired": {},
                            "plan": f"c1 {plan.c1_s}s, c64 {plan.c64_s}s, warm-up {plan.warm_s}s at c8; bare and "
                                    f"gateway measured in turn, {plan.rounds} round(s), medians"}
     from tests.perf.bare_proxy import default_client
@@ -774,10 +807,12 @@ def main(argv: list[str] | None = None) -> int:
                 url = f"{base}/{'sse/' if stream else ''}direct/v1/chat/completions"
                 proxies = [make(stand.port, stream, work) for name, make in
                            (("bare", bare_proxy), ("gateway", gateway_proxy)) if args.only in (None, name)]
-                figures, res["direct"][mode] = measure_interleaved(proxies, url, wrk_bin, bodies[("auto", stream)],
-                                                                   stream, plan)
-                for name, f in figures.items():
-                    res[name][mode] = f
+                runs, direct = measure_interleaved(proxies, url, wrk_bin, bodies[("auto", stream)], stream, plan)
+                res["direct"][mode] = {k: statistics.median(d[k] for d in direct) for k in direct[0]}
+                for name, rounds in runs.items():
+                    res[name][mode] = median_figures(rounds)
+                if "bare" in runs and "gateway" in runs:
+                    res["paired"][mode] = paired_ratios(runs["gateway"], runs["bare"], direct)
             rows = sqlite_ledger_rows(work / "ledger.db")
             if args.only in (None, "gateway"):
                 notes.append(f"gateway ledger: SQLite at a temporary file, {rows} rows written" if rows else
