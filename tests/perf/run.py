@@ -668,52 +668,49 @@ def targets(res: dict[str, Any]) -> list[str]:
 
 
 PROFILE_NOTES = """\
-## What the profile shows where a target is missed (py-spy: `python -m tests.perf.profile [--stream]`)
+## What the measurements and profiles show (py-spy: `python -m tests.perf.profile [--stream] [--conns 1]`)
 
-- The upstream client was the first cost: httpx's pool under c64 spent ~1.5-1.9 ms CPU per request and served ~500
-  req/s on the bare proxy; aiohttp ~0.2 ms and ~4,000 req/s. The gateway's adapter now uses aiohttp (as does the bare
-  proxy), which took the gateway from ~1.6 to ~0.45 ms CPU per non-streamed request.
-- c1 latency is dominated by the SQLite ledger: two durable transactions per request (the in-flight row before the
-  upstream call, the completed row before the response), each a SQLAlchemy-async + aiosqlite thread round trip of
-  ~0.4-0.6 ms. In-process, the request path costs ~90 us with an in-memory ledger and ~190 us with SqlLedger at c64
-  (group commit), ~930 us at c1.
-- Remaining per-request CPU of the path, in-process with an in-memory ledger (~90 us): routing over 8 deployments
-  (~20 %; Decimal pricing, Candidate/Exclusion objects), prometheus `labels()` lookups (9 per request, ~13 %),
-  pricing and RequestBooks.close, orjson, token estimate (tiktoken, now cached per message text).
-- Streams: one ASGI send per SSE event (23 per stream here) in gateway/streaming.py; coalescing already-queued events
-  (tests/perf/proposals/streaming.diff) saves ~10-30 % of stream CPU.
-- Routing (gateway/decisions/routing.py) now prepares each price version once (every level's UnitPrices and the
-  integers whose Decimal is exactly expected_cost()'s), reuses Exclusions for the same facts, builds Candidates
-  through their slots and sorts tuples of primitives; at 10,000 deployments it pauses the cyclic GC for the call
-  (collections during it doubled its cost). ~0.5 us per deployment, ~3.5x the old router; decisions identical
-  (tests/decisions/test_routing.py compares it with the old implementation over random cases). The routing figures
-  are CPU time, best of 5 rounds; on a loaded machine they still move by +-20 %.
-- Streams: the relay writes every already-queued SSE event in one ASGI send (the proposal, applied).
-- Metrics: labels() children cached per label tuple in gateway/metrics.py (record_usage: ~9.8 -> ~3.8 us per request
-  with record_request/observe_duration; pipeline.py and accounting.py still call `.labels()` for the request counter,
-  duration, TTFT, upstream errors and fallbacks: switching them to Metrics.record_request/observe_duration/observe_ttft/
-  record_upstream_error/record_fallback saves ~1.4 us more per request).
-- Ledger (gateway/ledger/sinks.py): the SQLite commit now runs on the event loop's thread (WAL, synchronous=NORMAL:
-  a commit is a page-cache write, no fsync). The old executor hop cost more than the commit: ~150 us CPU per request
-  in the writer thread at c1 and ~60 us at c64 (futex wake-ups both ways and, under load, the thread re-taking the
-  GIL once per row). A database locked by another process (busy_timeout=0 inline) falls back to the thread, which
-  waits as before; automatic checkpoints are off on that connection and a PASSIVE checkpoint runs in the thread
-  between batches every ~1000 WAL pages. Quick run: c64 CPU 0.41 -> 0.34 ms/req, c1 p50 757 -> 599 us.
-- Hot routes (gateway/http/openai_routes.py `hot_post`, dispatched by `GatewayApp.__call__` in gateway/app.py):
-  POST /v1/chat/completions and /v1/embeddings skip FastAPI's middleware stack, router and dependency solving;
-  same pipeline, error bodies and headers. ~-58 us main-thread CPU per request at c64.
-- Per-request work in the pipeline (in-process, fake vendor, real SQLite ledger: 172 -> 123 us per request at c64):
-  time-ordered request ids (no os.urandom per request; the ledger's request_id index is appended at its right edge),
-  no dataclasses.replace for the closed LedgerEntry, the rate limiter and the budget reservation (and its
-  worst-case pricing) skipped when no limit or budget applies to the caller (`applies()`), X-Gateway-* constraint
-  headers found in one pass, no asyncio.shield on the durable wait, the in-flight row's money columns a constant,
-  `sqlite_params` a generated function, `row_scale` without as_tuple().
-- Still above target: c1 added latency (non-stream 1.7-2.6x bare's across runs, the bare's own c1 p50 moving
-  between ~190 and ~310 us; the gateway adds ~430-440 us; stream ~1.9x) and stream req/s at c64 (~0.71-0.73x).
-  At c1 every request still pays two SQLite commits in series (the in-flight row before the vendor call, the
-  completed row before the response; ~25 us each plus the writer task's wake-ups), routing over 8 deployments
-  (~20 us), tiktoken on the one new message (~10 us) and the pricing/ledger values of the completed row. Streams add
-  the relay task and queue per event next to the bare proxy's plain chunk copy.
+Method. This machine's speed drifts by +-20 % over seconds (the bare proxy alone moved between 0.31 and 0.44 ms CPU
+per request in consecutive 4 s windows), so bare and gateway run side by side and every phase (c1, then c64) is
+measured for both back to back, five times; gw/bare is the median of the five per-round ratios. Single runs of the
+old harness moved the ratios by +-15 %.
+
+What made the gateway fast, in the order it was found:
+- Upstream client: aiohttp, not httpx (see the HTTP client line above; the bare proxy uses the same client).
+- Hot routes: POST /v1/chat/completions and /v1/embeddings are a raw ASGI endpoint (gateway/http/openai_routes.py
+  `hot_post`) that skips FastAPI's middleware, router and dependency solving; the bare proxy goes through FastAPI.
+- Streams (gateway/streaming.py): the relay is the ASGI response itself. Each network read from the vendor becomes
+  one batch of SSE payloads (providers yield batches), is metered with a byte scan (`"usage"` parsed only when
+  present and not null) and written to the client in one send, in the request's own task: no pump task, no queue,
+  no per-event hop; the batch carrying [DONE] also ends the body. A client that leaves is noticed through
+  uvicorn's own `disconnected` flag (else a task listening for http.disconnect) and the vendor is still read to
+  its end and billed. Stream CPU per request went from ~1.4-1.6x the bare proxy's to ~0.95x.
+- Routing (gateway/decisions/routing.py, price_index.py) plans each pool once per price version: eligibility and
+  exclusion reasons are looked up by the few facts they depend on, price levels by tier/window state, and a
+  decision is one comprehension of integer costs per distinct price, one stable sort over rows in (-quality,
+  provider, model) order and a few maps; candidates compute their Decimal cost and decisions their exclusion texts
+  when first read. ~0.2 us per deployment at 100 (~3.9x the previous router), flat to 10,000; decisions identical
+  (tests/decisions/test_routing.py compares with the old implementation over random cases). CPU time, best of 5.
+- Ledger (gateway/ledger/): SQLite in WAL mode with synchronous=NORMAL (durable across a process crash), committed
+  on the event loop's thread. A lone write (no other row of this process open) is committed by its caller with no
+  queue and no task hop; concurrent ones share a group commit. Checkpoints (the only fsyncs) run on their own
+  connection in a thread, concurrently with commits; the writer waits for one only when the WAL passes a cap.
+- Garbage collection: no reference cycle per request (the server's `send` left in the ASGI scope made one), and
+  the serving process collects its youngest generation every 7,000 allocations instead of 700 (gateway/server.py
+  `tune_gc`): the collector went from ~30 to ~6 us of CPU per request at c64 (gc.callbacks under wrk).
+- Per request: cached metric children, zero increments skipped, Cost totals derived once, response headers
+  encoded once, time-ordered request ids, rate limits and budgets skipped when none applies, tiktoken counts cached
+  per message text; httpx (and rich, which it imports) only loaded when a price feed is polled (start-up).
+
+Where the rest goes (non-streaming, in-process with a fake vendor: ~60 us per request with an in-memory ledger):
+routing over the 8 seed deployments ~8 us, pricing the usage and the savings baseline ~10 us, parsing and the
+token estimate ~10 us, metrics ~5 us, the rest bookkeeping. The durable SQLite ledger adds, per request, two
+commits: ~45 us of CPU each when alone (about 14 system calls: file locks and WAL page writes; measured with a bare
+sqlite3 loop on this machine, the same with or without explicit BEGIN/COMMIT and with 1, 2 or 4 KB pages), and
+~25 us of Python building the rows. At c64 the commits are shared (~10 rows each); at c1 they cannot be, and the
+contract requires both before the response: the in-flight row before the vendor is called, the completed row
+before a non-streamed response is sent. That is what still separates non-streamed c1 latency from the bare proxy's
+(a stream's completed row is written after its last byte, off the response path).
 """
 
 
