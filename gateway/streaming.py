@@ -5,8 +5,8 @@ each straight to the client, in the request's own task: no pump task, no queue, 
 disconnects stops nothing but the writes: the vendor's output is still read to its end and billed (status
 `client_disconnected`). A vendor that fails after the first byte ends the client's stream with an SSE error event
 and no `[DONE]`; nothing is retried then. The batch that carries `[DONE]` also ends the client's body (one write,
-not two); anything the vendor sends after it is still read and metered. However the relay ends (even cancelled by a server shutdown), the books
-are closed with the usage metered so far.
+not two); anything the vendor sends after it is still read and metered. However the relay ends (even cancelled
+by a server shutdown), the books are closed with the usage metered so far.
 
 Learning that the client left: under uvicorn, `send` after a disconnect is a silent no-op (ASGI spec 2.3), and the
 only standard signal is `http.disconnect` from `receive()`, which needs a task blocked on it for the whole stream.

@@ -684,7 +684,7 @@ What made the gateway fast, in the order it was found:
   present and not null) and written to the client in one send, in the request's own task: no pump task, no queue,
   no per-event hop; the batch carrying [DONE] also ends the body. A client that leaves is noticed through
   uvicorn's own `disconnected` flag (else a task listening for http.disconnect) and the vendor is still read to
-  its end and billed. Stream CPU per request went from ~1.4-1.6x the bare proxy's to ~0.95x.
+  its end and billed. Stream CPU per request went from ~1.4-1.6x the bare proxy's to ~0.86-0.95x.
 - Routing (gateway/decisions/routing.py, price_index.py) plans each pool once per price version: eligibility and
   exclusion reasons are looked up by the few facts they depend on, price levels by tier/window state, and a
   decision is one comprehension of integer costs per distinct price, one stable sort over rows in (-quality,
