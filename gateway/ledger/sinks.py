@@ -19,7 +19,7 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -220,11 +220,7 @@ class SqliteSink(Sink):
 
     async def write(self, batch: list[WriteOp]) -> int:
         if not self._inline:
-            self._in_thread = True
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, batch)
-            finally:
-                self._in_thread = False
+            await self._in_pool(self._write_sync, batch)
             self.thread_commits += 1
             return 1
         ins, upd, beat = _params(batch)
@@ -235,14 +231,18 @@ class SqliteSink(Sink):
             if not _is_busy(e):
                 raise
             # Another process holds the write lock: wait for it off the loop.
-            self._in_thread = True
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, self._commit_waiting, ins, upd, beat)
-            finally:
-                self._in_thread = False
+            await self._in_pool(self._commit_waiting, ins, upd, beat)
             self.thread_commits += 1
         self.checkpointer.wrote(_pages(ins, upd))
         return 1
+
+    async def _in_pool(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a commit in the thread; meanwhile the connection is the thread's, not the loop's (no commit_now)."""
+        self._in_thread = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._in_thread = False
 
     async def after_batch(self) -> None:
         if self._inline:

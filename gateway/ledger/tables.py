@@ -23,7 +23,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from gateway.domain import Cost
-from gateway.money import EXACT
 
 BASE_SCALE = 18  # decimals of money text on SQLite; larger scales are multiples of 9
 _PIECE = 9
@@ -224,16 +223,12 @@ def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, 
     values: dict[str, Any] = dict.fromkeys(MONEY_COLUMNS)
     values.update(currency=None, reporting_currency=None, fx_rate=None)
     if cost is not None:
-        fx = cost.fx_rate
-        parts = (cost.input, cost.cached_input, cost.output)
-        total = EXACT.add(EXACT.add(parts[0], parts[1]), parts[2])
         values.update(
-            currency=cost.currency, reporting_currency=cost.reporting_currency, fx_rate=fx,
-            input_cost=parts[0], cached_input_cost=parts[1], output_cost=parts[2], total_cost=total,
-            input_cost_reporting=EXACT.multiply(parts[0], fx),
-            cached_input_cost_reporting=EXACT.multiply(parts[1], fx),
-            output_cost_reporting=EXACT.multiply(parts[2], fx),
-            total_cost_reporting=EXACT.multiply(total, fx),
+            currency=cost.currency, reporting_currency=cost.reporting_currency, fx_rate=cost.fx_rate,
+            input_cost=cost.input, cached_input_cost=cost.cached_input, output_cost=cost.output,
+            total_cost=cost.total, input_cost_reporting=cost.input_reporting,
+            cached_input_cost_reporting=cost.cached_input_reporting, output_cost_reporting=cost.output_reporting,
+            total_cost_reporting=cost.total_reporting,
         )
     values["baseline_cost"] = baseline_cost
     # fx_rate is never summed, so it does not decide the row's scale.

@@ -22,7 +22,7 @@ from gateway.config.schema import ProviderConfig
 from gateway.decisions.fallback import BAD_RESPONSE, CONNECT, TIMEOUT
 from gateway.domain import Deployment
 from gateway.providers.base import EventStream, JSONResult, UpstreamFailure
-from gateway.providers.sse import SSESplitter, iter_sse_batches
+from gateway.providers.sse import iter_sse_batches
 
 if TYPE_CHECKING:
     import httpx
@@ -72,23 +72,12 @@ class _AiohttpEventStream:
         self._response = response
 
     async def _batches(self) -> AsyncIterator[list[bytes]]:
-        # One generator, reading whatever arrived (readany) and splitting it synchronously: no stacked async
-        # iterators, and one batch per read rather than one yield per event.
-        splitter = SSESplitter()
-        content = self._response.content
+        # One batch per network read (iter_any: whatever arrived), split synchronously.
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                batch = splitter.feed(chunk)
-                if batch:
-                    yield batch
+            async for batch in iter_sse_batches(self._response.content.iter_any()):
+                yield batch
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise _translate(e) from None
-        tail = splitter.close()
-        if tail:
-            yield tail
 
     def __aiter__(self) -> AsyncIterator[list[bytes]]:
         return self._batches()

@@ -5,8 +5,8 @@ boundaries anywhere are all accepted. LLM vendors put one JSON document per `dat
 one payload (no vendor splits JSON across lines), which lets a payload be relayed as soon as its line ends.
 
 `SSESplitter` is the synchronous core (one `bytes.split` per network chunk, no per-byte Python work), so an
-adapter can drive it from its own read loop without stacking async generators; `iter_sse_batches` (one batch of
-payloads per network chunk, what adapters hand the relay) and `iter_sse_data` (payload by payload) wrap it.
+adapter gets one batch of payloads per network chunk (`iter_sse_batches`, what adapters hand the relay) without
+per-event async work.
 """
 
 from __future__ import annotations
@@ -52,12 +52,6 @@ async def iter_sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[b
     tail = splitter.close()
     if tail:
         yield tail
-
-
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async for batch in iter_sse_batches(chunks):
-        for payload in batch:
-            yield payload
 
 
 def frame(payload: bytes) -> bytes:

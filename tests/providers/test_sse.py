@@ -6,7 +6,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from gateway.providers.sse import frame, iter_sse_data
+from gateway.providers.sse import frame, iter_sse_batches
 
 
 async def collect(chunks: list[bytes]) -> list[bytes]:
@@ -14,7 +14,7 @@ async def collect(chunks: list[bytes]) -> list[bytes]:
         for c in chunks:
             yield c
 
-    return [p async for p in iter_sse_data(gen())]
+    return [p async for batch in iter_sse_batches(gen()) for p in batch]
 
 
 A = b'{"choices":[{"delta":{"content":"Hello"}}]}'
@@ -69,8 +69,8 @@ async def test_each_payload_is_yielded_as_soon_as_its_line_ends() -> None:
         assert seen == [A], "first payload should be yielded before the next chunk is read"
         yield b"data: [DONE]\n"
 
-    async for p in iter_sse_data(gen()):
-        seen.append(p)
+    async for batch in iter_sse_batches(gen()):
+        seen.extend(batch)
     assert seen == [A, b"[DONE]"]
 
 
@@ -84,8 +84,6 @@ async def test_framed_payloads_round_trip() -> None:
 
 
 async def test_batches_are_the_payloads_each_network_chunk_completes() -> None:
-    from gateway.providers.sse import iter_sse_batches
-
     async def gen() -> AsyncIterator[bytes]:
         for c in (b"data: " + A + b"\n\ndata: " + B[:5], B[5:] + b"\n\n", b": keep-alive\n\n", b"data: [DONE]"):
             yield c
