@@ -19,15 +19,18 @@ import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.domain import LedgerEntry
 from gateway.ledger.checkpoint import WalCheckpointer
 from gateway.ledger.recovery import heartbeat
-from gateway.ledger.sqlite_rows import INSERT_CONV, INSERT_SQL, UPDATE_CONV, UPDATE_SQL, sqlite_params, sqlite_time
-from gateway.ledger.tables import UPDATABLE, ledger
+from gateway.ledger.sqlite_rows import (INSERT_CONV, INSERT_SQL, UPDATE_CONV, UPDATE_SQL, insert_row, sqlite_params,
+                                         sqlite_time, update_row)
+from gateway.ledger.tables import UPDATABLE, entry_values, ledger
 
 __all__ = ["UPDATABLE", "EngineSink", "Sink", "SqliteSink", "WriteOp"]
 
@@ -42,11 +45,31 @@ UPDATE_STATEMENT = (
 
 @dataclass(eq=False)
 class WriteOp:
+    """One write: a ledger row (insert or update) or a heartbeat. A row usually comes as its `entry` and the time
+    it is written; each sink turns that into its own parameters (SQLite straight from the entry, SQLAlchemy from
+    `row()`), so the request path builds no column dict it does not use."""
+
     kind: Literal["insert", "update", "heartbeat"]
-    values: dict[str, Any]  # an update's may hold every column: sinks read request_id and UPDATABLE
+    values: dict[str, Any] | None = None  # a heartbeat's; a row's columns, given or built by row()
     future: asyncio.Future[None] | None = None
     tries: int = 0
     counts: bool = True  # a ledger row (not a heartbeat): part of pending_rows()
+    entry: LedgerEntry | None = None
+    at: datetime | None = None
+
+    def row(self) -> dict[str, Any]:
+        """Every column of the row (an update's may hold every column: sinks read request_id and UPDATABLE)."""
+        if self.values is None:
+            if self.entry is None or self.at is None:
+                raise ValueError(f"a {self.kind} needs its values or its entry and time")
+            self.values = entry_values(self.entry, self.at)
+        return self.values
+
+    @property
+    def request_id(self) -> str | None:
+        if self.entry is not None:
+            return self.entry.request_id
+        return None if self.values is None else self.values.get("request_id")
 
 
 class Sink:
@@ -74,8 +97,8 @@ class Sink:
 
 
 def _split(batch: list[WriteOp]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], WriteOp | None]:
-    inserts = [op.values for op in batch if op.kind == "insert"]
-    updates = [op.values for op in batch if op.kind == "update"]
+    inserts = [op.row() for op in batch if op.kind == "insert"]
+    updates = [op.row() for op in batch if op.kind == "update"]
     beats = [op for op in batch if op.kind == "heartbeat"]
     return inserts, updates, beats[-1] if beats else None
 
@@ -109,7 +132,7 @@ class EngineSink(Sink):
                 await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
                 commits += 1
             if beat is not None:
-                await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
+                await heartbeat(conn, beat.row()["replica_id"], beat.row()["at"])
                 commits += 1
             return commits
         except Exception:
@@ -151,7 +174,7 @@ async def _write(conn: AsyncConnection, inserts: list[dict[str, Any]], updates: 
     if updates:
         await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
     if beat is not None:
-        await heartbeat(conn, beat.values["replica_id"], beat.values["at"])
+        await heartbeat(conn, beat.row()["replica_id"], beat.row()["at"])
 
 
 class SqliteSink(Sink):
@@ -273,7 +296,7 @@ class SqliteSink(Sink):
             if upd:
                 conn.executemany(UPDATE_SQL, upd)
             if beat is not None:
-                rid, at = beat.values["replica_id"], sqlite_time(beat.values["at"])
+                rid, at = beat.row()["replica_id"], sqlite_time(beat.row()["at"])
                 if conn.execute("UPDATE ledger_replicas SET heartbeat_at = ? WHERE replica_id = ?",
                                 (at, rid)).rowcount == 0:
                     conn.execute("INSERT INTO ledger_replicas (replica_id, started_at, heartbeat_at) "
@@ -314,6 +337,17 @@ def _pages(ins: list[tuple[Any, ...]], upd: list[tuple[Any, ...]]) -> int:
 def _params(batch: list[WriteOp]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], WriteOp | None]:
     """The batch as SQLite parameters (converted before taking the write lock: a bad value fails the batch without
     holding up other writers)."""
-    inserts, updates, beat = _split(batch)
-    return ([sqlite_params(v, INSERT_CONV) for v in inserts], [sqlite_params(v, UPDATE_CONV) for v in updates],
-            beat)
+    ins: list[tuple[Any, ...]] = []
+    upd: list[tuple[Any, ...]] = []
+    beat: WriteOp | None = None
+    for op in batch:
+        kind, entry, at = op.kind, op.entry, op.at
+        if kind == "insert":
+            ins.append(insert_row(entry, at) if entry is not None and at is not None and op.values is None
+                       else sqlite_params(op.row(), INSERT_CONV))
+        elif kind == "update":
+            upd.append(update_row(entry, at) if entry is not None and at is not None and op.values is None
+                       else sqlite_params(op.row(), UPDATE_CONV))
+        else:
+            beat = op
+    return ins, upd, beat

@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from gateway.ledger.tables import UPDATABLE, Money, UtcDateTime, ledger, money_text
+from gateway.domain import Cost, LedgerEntry
+from gateway.ledger.tables import BASE_SCALE, UPDATABLE, Money, UtcDateTime, ledger, money_text
 
 _UTC = timezone.utc
 
@@ -89,3 +90,71 @@ def _compile(conv: Converters) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 
 _COMPILED = {id(INSERT_CONV): _compile(INSERT_CONV), id(UPDATE_CONV): _compile(UPDATE_CONV)}
+
+
+# ---- rows straight from a LedgerEntry: the request path's two writes, without the column dict -----------------
+
+_MONEY_FIELDS = ("currency", "input_cost", "cached_input_cost", "output_cost", "total_cost", "reporting_currency",
+                 "fx_rate", "input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting",
+                 "total_cost_reporting", "baseline_cost", "money_scale")
+_NO_MONEY: tuple[Any, ...] = (None,) * 12 + (BASE_SCALE,)
+
+
+def _money_row(cost: Cost | None, baseline: Decimal | None) -> tuple[Any, ...]:
+    """The money columns (`_MONEY_FIELDS`) as stored: each value's text computed once, and the row's scale read
+    off those texts (money_text pads each to the scale `row_scale` would give it; fx_rate is never summed)."""
+    if cost is None and baseline is None:
+        return _NO_MONEY
+    m = _sqlite_money
+    summed: tuple[str | None, ...] = ()
+    if cost is not None:
+        own = (m(cost.input), m(cost.cached_input), m(cost.output), m(cost.total))
+        fx = m(cost.fx_rate)
+        if str(cost.fx_rate) == "1":  # billed in the reporting currency: x * 1 is x, digit for digit (not x * 1.0)
+            summed = own + own
+        else:
+            summed = own + (m(cost.input_reporting), m(cost.cached_input_reporting), m(cost.output_reporting),
+                            m(cost.total_reporting))
+        head: tuple[Any, ...] = (cost.currency, *own, cost.reporting_currency, fx, *summed[4:])
+    else:
+        head = (None,) * 11
+    base = m(baseline)
+    scale = BASE_SCALE
+    for text in (*summed, base):
+        if text is not None:
+            d = len(text) - text.index(".") - 1
+            if d > scale:
+                scale = d
+    return (*head, base, scale)
+
+
+# How each column of a row is computed from the entry `e`, its usage `u`, its money `mo` (`_money_row`) and the
+# write time `now`. Every ledger column must be here: the generated functions below fail at import otherwise.
+_ENTRY_EXPR: dict[str, str] = {
+    "request_id": "e.request_id", "started_at": "t(e.started_at)",
+    "finished_at": "None if e.status == 'in_flight' else t(now)", "replica_id": "e.replica_id", "team": "e.team",
+    "key_id": "e.key_id", "route": "e.route", "provider": "e.provider", "model": "e.model",
+    "upstream_model": "e.upstream_model", "price_version": "e.price_version", "stream": "1 if e.stream else 0",
+    "prompt_tokens_estimate": "e.prompt_tokens_estimate",
+    "input_tokens": "u.input_tokens if u else 0", "cached_input_tokens": "u.cached_input_tokens if u else 0",
+    "output_tokens": "u.output_tokens if u else 0", "usage_source": "u.source if u else None",
+    "status": "e.status", "attempts": "e.attempts", "latency_ms": "e.latency_ms", "ttft_ms": "e.ttft_ms",
+    "error_kind": "e.error_kind",
+    **{name: f"mo[{i}]" for i, name in enumerate(_MONEY_FIELDS)},
+}
+
+
+def _compile_entry_row(columns: list[str]) -> Callable[[LedgerEntry, datetime], tuple[Any, ...]]:
+    """A function giving exactly `sqlite_params(entry_values(entry, now), conv)` for the columns `conv` names
+    (tests/ledger/test_sqlite_rows.py checks that over random entries), at a third of its cost."""
+    items = ", ".join(_ENTRY_EXPR[c] for c in columns)
+    src = ("def row(e, now):\n    u = e.usage\n    mo = money(e.cost, e.baseline_cost)\n"
+           f"    return ({items},)\n")
+    env: dict[str, Any] = {"t": sqlite_time, "money": _money_row}
+    exec(src, env)  # noqa: S102 - the source is built from the table's own column names
+    fn: Callable[[LedgerEntry, datetime], tuple[Any, ...]] = env["row"]
+    return fn
+
+
+insert_row = _compile_entry_row([name for name, _ in INSERT_CONV])
+update_row = _compile_entry_row([name for name, _ in UPDATE_CONV])

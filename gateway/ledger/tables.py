@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from gateway.domain import Cost
+from gateway.domain import Cost, LedgerEntry
 
 BASE_SCALE = 18  # decimals of money text on SQLite; larger scales are multiples of 9
 _PIECE = 9
@@ -242,3 +242,23 @@ MONEY_COLUMNS = (
 )
 _NO_COST: dict[str, Any] = {**dict.fromkeys(MONEY_COLUMNS), "currency": None, "reporting_currency": None,
                             "fx_rate": None, "money_scale": BASE_SCALE}
+
+
+def entry_values(entry: LedgerEntry, now: datetime) -> dict[str, Any]:
+    """Every column of the row `entry` describes, `now` being when it is written (a pure function)."""
+    usage = entry.usage
+    return {
+        "request_id": entry.request_id, "started_at": entry.started_at,
+        "finished_at": None if entry.status == "in_flight" else now,
+        "replica_id": entry.replica_id, "team": entry.team, "key_id": entry.key_id, "route": entry.route,
+        "provider": entry.provider, "model": entry.model, "upstream_model": entry.upstream_model,
+        "price_version": entry.price_version, "stream": entry.stream,
+        "prompt_tokens_estimate": entry.prompt_tokens_estimate,
+        "input_tokens": usage.input_tokens if usage else 0,
+        "cached_input_tokens": usage.cached_input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "usage_source": usage.source if usage else None,
+        "status": entry.status, "attempts": entry.attempts, "latency_ms": entry.latency_ms,
+        "ttft_ms": entry.ttft_ms, "error_kind": entry.error_kind,
+        **cost_columns(entry.cost, entry.baseline_cost),
+    }

@@ -28,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from dataclasses import replace
+from typing import Any, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,33 +38,12 @@ from gateway.domain import DeploymentKey, LedgerEntry
 from gateway.ledger.liveness import ReplicaLock, lock_for, sqlite_database
 from gateway.ledger.recovery import PriceLookup, heartbeat, recover
 from gateway.ledger.sinks import EngineSink, Sink, SqliteSink, WriteOp
-from gateway.ledger.tables import cost_columns
 
 log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def entry_values(entry: LedgerEntry, now: datetime) -> dict[str, Any]:
-    """Every column of the row `entry` describes (a pure function)."""
-    usage = entry.usage
-    return {
-        "request_id": entry.request_id, "started_at": entry.started_at,
-        "finished_at": None if entry.status == "in_flight" else now,
-        "replica_id": entry.replica_id, "team": entry.team, "key_id": entry.key_id, "route": entry.route,
-        "provider": entry.provider, "model": entry.model, "upstream_model": entry.upstream_model,
-        "price_version": entry.price_version, "stream": entry.stream,
-        "prompt_tokens_estimate": entry.prompt_tokens_estimate,
-        "input_tokens": usage.input_tokens if usage else 0,
-        "cached_input_tokens": usage.cached_input_tokens if usage else 0,
-        "output_tokens": usage.output_tokens if usage else 0,
-        "usage_source": usage.source if usage else None,
-        "status": entry.status, "attempts": entry.attempts, "latency_ms": entry.latency_ms,
-        "ttft_ms": entry.ttft_ms, "error_kind": entry.error_kind,
-        **cost_columns(entry.cost, entry.baseline_cost),
-    }
 
 
 _STOP = object()
@@ -147,15 +127,15 @@ class SqlLedger:
 
     # ------------------------------------------------------------------------------------- the Ledger API
     async def open(self, entry: LedgerEntry) -> None:
-        values = entry_values(entry, self._clock())
         # The row names the process that heartbeats for it, whatever the entry says: a mismatch would let
         # recovery take a live request for an orphan.
-        values["replica_id"] = self.replica_id
+        if entry.replica_id != self.replica_id:
+            entry = replace(entry, replica_id=self.replica_id)
         rows = self._open_rows
         alone = not rows
         rows.add(entry.request_id)
         try:
-            await self._submit("insert", values, wait=True, alone=alone)
+            await self._submit(WriteOp("insert", entry=entry, at=self._clock()), wait=True, alone=alone)
         except BaseException:
             # Failed (or its wait cancelled): its finish may never come, and a stale id would only keep later lone
             # writes on the queue, never make one unsafe.
@@ -172,24 +152,22 @@ class SqlLedger:
             alone = not rows
         else:
             alone = not rows or (len(rows) == 1 and rid in rows)
-        # The whole row: the sinks take the columns an update sets (no per-row sub-dict on the request path).
-        await self._submit("update", entry_values(entry, self._clock()), wait=wait, alone=alone)
+        await self._submit(WriteOp("update", entry=entry, at=self._clock()), wait=wait, alone=alone)
 
     def pending_rows(self) -> int:
         return self._pending
 
     # ---------------------------------------------------------------------------------------- group commit
-    async def _submit(self, kind: Literal["insert", "update"], values: dict[str, Any], *, wait: bool,
-                      alone: bool = False) -> None:
+    async def _submit(self, op: WriteOp, *, wait: bool, alone: bool = False) -> None:
         if self._closed or self._writer is None:
             raise RuntimeError("the ledger is not running (start() not called, or stopped)")
         # Only a waited write: an unwaited one (a streamed response already ended) costs its caller nothing queued,
         # and stays visible in pending_rows() until the writer commits it.
-        if (alone and wait and self._queue.empty() and self._sink.can_commit_now()
-                and self._commit_alone(WriteOp(kind, values))):
+        if alone and wait and self._queue.empty() and self._sink.can_commit_now() and self._commit_alone(op):
             return
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
-        self._enqueue(WriteOp(kind, values, fut))
+        op.future = fut
+        self._enqueue(op)
         if fut is not None:
             # A caller cancelled here (client gone) cancels only its wait: the write is already queued and happens
             # anyway (_resolve skips a future that is done). No shield needed, and none paid for.
@@ -268,7 +246,7 @@ class SqlLedger:
             log.warning("ledger write failed (%s), retrying in %.1fs: %s", op.kind, self._retry_s, error)
             asyncio.get_running_loop().call_later(self._retry_s, self._queue.put_nowait, op)
             return
-        log.error("ledger write failed for good (%s %s): %s", op.kind, op.values.get("request_id"), error)
+        log.error("ledger write failed for good (%s %s): %s", op.kind, op.request_id, error)
         self._resolve([op], error)
 
     async def _tick_loop(self) -> None:

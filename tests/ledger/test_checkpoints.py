@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.ledger.checkpoint import CheckpointResult
 from gateway.ledger.sinks import SqliteSink, WriteOp
-from gateway.ledger.writer import SqlLedger, entry_values
+from gateway.ledger.tables import entry_values
+from gateway.ledger.writer import SqlLedger
 from tests.ledger.test_writer import entry
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
-from gateway.ledger.sqlite_rows import sqlite_time
-from gateway.ledger.tables import _money_text_general, money_text
+from gateway.decisions.pricing import price_usage
+from gateway.domain import LedgerEntry, Price, PriceVersion, Usage
+from gateway.ledger.sqlite_rows import INSERT_CONV, UPDATE_CONV, insert_row, sqlite_params, sqlite_time, update_row
+from gateway.ledger.tables import _money_text_general, entry_values, money_text
 
 
 def decimals() -> list[Decimal]:
@@ -44,3 +47,50 @@ def test_sqlite_time_is_the_naive_utc_isoformat() -> None:
     assert sqlite_time(None) is None
     with pytest.raises(ValueError):
         sqlite_time(datetime(2026, 11, 1))
+
+
+def random_entries(n: int) -> list[LedgerEntry]:
+    """Entries of every shape a row takes: in flight, completed with or without usage, cost and baseline, costs
+    needing more than 18 decimals, foreign currencies, a time zone other than UTC."""
+    rnd = random.Random(11)
+    t0 = datetime(2026, 11, 1, 12, 0, 0, 123456, timezone.utc)
+    prices = [Price("CNY", 1000, Decimal("0.0008"), Decimal("0.002"), Decimal("0.0002")),
+              Price("USD", 1_000_000, Decimal("2.5"), Decimal("10"), Decimal("1.25")),
+              Price("USD", 1_000_000, Decimal("0.1234567891234"), Decimal("0.00000000001"), None),
+              Price("CNY", 1000, Decimal("0"), Decimal("0"), None)]
+    versions = [PriceVersion(7, t0, "CNY", {"USD": Decimal("7.1234")}, {}),
+                PriceVersion(8, t0, "CNY", {"USD": Decimal("7.123456789012345678")}, {}),
+                PriceVersion(9, t0, "CNY", {"USD": Decimal("1.00")}, {})]  # x * 1.00 is not x digit for digit
+    out = []
+    for i in range(n):
+        started = t0 + timedelta(seconds=rnd.randint(0, 10**6), microseconds=rnd.randint(0, 999999))
+        if rnd.random() < 0.2:
+            started = started.astimezone(timezone(timedelta(hours=8)))
+        e = LedgerEntry(request_id=f"gw-{i:032x}", started_at=started, team=rnd.choice(["default", "growth"]),
+                        key_id=rnd.choice([None, "k1"]), route="auto", provider="p", model="m", upstream_model="um",
+                        price_version=rnd.randint(1, 9), replica_id="r1", prompt_tokens_estimate=rnd.randint(0, 9999),
+                        stream=rnd.random() < 0.5)
+        shape = rnd.randint(0, 4)
+        if shape == 0:
+            out.append(e)  # in flight
+            continue
+        usage = Usage(rnd.randint(0, 10**6), rnd.randint(0, 10**5), rnd.randint(0, 10**5),
+                      source=rnd.choice(["provider", "estimated"]))
+        cost = (price_usage(usage, rnd.choice(prices), rnd.choice(versions), started) if shape != 1 else None)
+        baseline = rnd.choice([None, Decimal("0.5"), Decimal("0.1234567890123456789012"), Decimal("3E+2")])
+        out.append(replace(e, status=rnd.choice(["success", "in_flight", "client_disconnected", "upstream_error"]),
+                           usage=usage if shape != 2 else None, cost=cost, baseline_cost=baseline,
+                           attempts=rnd.randint(1, 3), latency_ms=rnd.choice([None, 812]),
+                           ttft_ms=rnd.choice([None, 95]), error_kind=rnd.choice([None, "timeout"])))
+    return out
+
+
+def test_rows_built_straight_from_an_entry_equal_the_column_dict_path() -> None:
+    now = datetime(2026, 11, 2, 3, 4, 5, 678901, timezone.utc)
+    entries = random_entries(3000)
+    assert any(e.cost is not None and len(money_text(e.cost.total_reporting).partition(".")[2]) > 18
+               for e in entries), "the sample must hold costs stored beyond 18 decimals"
+    for e in entries:
+        values = entry_values(e, now)
+        assert insert_row(e, now) == sqlite_params(values, INSERT_CONV), e
+        assert update_row(e, now) == sqlite_params(values, UPDATE_CONV), e
