@@ -5,7 +5,8 @@ each straight to the client, in the request's own task: no pump task, no queue, 
 disconnects stops nothing but the writes: the vendor's output is still read to its end and billed (status
 `client_disconnected`). A vendor that fails after the first byte ends the client's stream with an SSE error event
 and no `[DONE]`; nothing is retried then. The batch that carries `[DONE]` also ends the client's body (one write,
-not two); anything the vendor sends after it is still read and metered. However the relay ends (even cancelled
+not two); anything the vendor sends after it is still read and metered, and a vendor failing after it leaves the
+request a success (the client has its whole answer). However the relay ends (even cancelled
 by a server shutdown), the books are closed with the usage metered so far.
 
 Learning that the client left: under uvicorn, `send` after a disconnect is a silent no-op (ASGI spec 2.3), and the
@@ -115,7 +116,10 @@ class StreamRelay(Response):
                                                     "more_body": not ended})
                 batch = await anext(batches, None)
         except UpstreamFailure as f:
-            status, outcome, error_kind = "stream_error", "upstream_error", f.kind
+            # After `[DONE]` the client has its whole answer: a vendor that then fails (a connection reset on
+            # close) has not failed this request, and an alert on upstream errors should not hear of it.
+            if not ended:
+                status, outcome, error_kind = "stream_error", "upstream_error", f.kind
         except asyncio.CancelledError:
             # Cancelled (a server shutting down past its grace period): bill what was metered, then stop.
             await self._close_events()
@@ -123,7 +127,8 @@ class StreamRelay(Response):
             await self._bill("interrupted", "upstream_error", None)
             raise
         except Exception:  # a vendor that breaks its own protocol mid-stream
-            status, outcome, error_kind = "stream_error", "upstream_error", BAD_RESPONSE
+            if not ended:
+                status, outcome, error_kind = "stream_error", "upstream_error", BAD_RESPONSE
         await self._close_events()
         try:
             if error_kind is not None:

@@ -60,7 +60,7 @@ class FakeBooks:
 class FakeEvents:
     """A vendor stream: batches, an optional failure after them, an optional pause before each batch."""
 
-    def __init__(self, batches: list[list[bytes]], fail: str | None = None, delay_s: float = 0.0) -> None:
+    def __init__(self, batches: list[list[bytes]], fail: str | Exception | None = None, delay_s: float = 0.0) -> None:
         self._batches = batches
         self._fail = fail
         self._delay_s = delay_s
@@ -73,6 +73,8 @@ class FakeEvents:
                 await asyncio.sleep(self._delay_s)
             self.read += 1
             yield b
+        if isinstance(self._fail, Exception):
+            raise self._fail
         if self._fail:
             raise UpstreamFailure(self._fail)
 
@@ -212,6 +214,19 @@ async def test_output_after_done_is_still_billed_though_the_client_body_has_ende
     assert cycle.messages[-1]["more_body"] is False and b"[DONE]" in cycle.messages[-1]["body"]
     assert len(cycle.messages) == 2  # nothing is written after the end of the body
     assert books.closed[0]["usage"] == Usage(11, 0, 7, "provider")
+
+
+@pytest.mark.parametrize("failure", ["connect", RuntimeError("a vendor breaking its protocol after the end")])
+async def test_a_vendor_failing_after_done_leaves_the_request_a_success_billed_at_the_vendors_usage(
+        failure: str | Exception) -> None:
+    events = FakeEvents([[chunk("a"), USAGE, b"[DONE]"]], fail=failure)
+    books, cycle = FakeBooks(), UvicornLikeCycle()
+    await (await start(events, books))({SERVER_SEND: cycle.send}, never_disconnects, cycle.send)
+    assert body_of(cycle.messages).endswith(b"data: [DONE]\n\n") and cycle.messages[-1]["more_body"] is False
+    closed = books.closed[0]
+    assert (closed["status"], closed["outcome"], closed["error_kind"]) == ("success", "success", None)
+    assert closed["usage"] == Usage(11, 0, 3, "provider")
+    assert books.services.metrics.upstream_errors == []
 
 
 async def test_a_relay_cancelled_mid_stream_bills_what_it_metered_and_closes_the_vendor() -> None:
