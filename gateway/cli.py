@@ -16,7 +16,6 @@ from gateway.errors import GatewayError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="OpenAI-compatible LLM cost-routing gateway")
 
 
-
 @app.command()
 def serve(config: Optional[str] = ConfigOpt, host: str = "127.0.0.1", port: int = 8080, workers: int = 1) -> None:
     """Run the proxy."""

@@ -12,8 +12,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import typer
 
-from gateway.cli_common import ConfigOpt
-from gateway.config.load import load_config, resolve_config_path
+from gateway.cli_common import ConfigOpt, load_config_or_exit
 from gateway.decisions.limits import Budget, parse_budget, period_start
 from gateway.errors import GatewayError
 
@@ -27,11 +26,7 @@ def _run(config_path: Optional[str], body: Callable[[Any, Any], Awaitable[T]]) -
     from gateway.keys.store import KeyStore
     from gateway.keys.sync import publish_event
 
-    try:
-        config = load_config(resolve_config_path(config_path))
-    except GatewayError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from None
+    config = load_config_or_exit(config_path)
 
     async def main() -> T:
         engine = db.create_engine(config.gateway.ledger_url, pool_size=2)

@@ -31,8 +31,6 @@ ToOpt = typer.Option(..., "--to", help="exclusive: a date or ISO time")
 GroupOpt = typer.Option("", "--group-by", help="comma-separated: day,month,team,key,route,provider,model")
 
 
-
-
 async def _load_book(engine: AsyncEngine, config: Config) -> PriceBook:
     """Every stored price version (for FX by version and `--version N`); the config's table on a new ledger."""
     from gateway.prices.store import PriceStore

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from gateway.cli_common import load_config_or_exit
+from gateway.cli_common import ConfigOpt, load_config_or_exit
 from gateway.config.schema import Config
 from gateway.db import create_engine, upgrade
 from gateway.errors import GatewayError
@@ -27,8 +27,6 @@ prices_app = typer.Typer(help="The live price table: show it, import price files
 
 def register(app: typer.Typer) -> None:
     app.add_typer(prices_app, name="prices")
-
-
 
 
 async def _with_store(config: Config, seed: bool, work: Any) -> Any:
@@ -77,7 +75,7 @@ def print_diff(diff: Diff, *, max_unmatched: int | None = None) -> None:
 
 
 @prices_app.command("list")
-def list_prices(config_file: Optional[str] = typer.Option(None, "--config", help="config file")) -> None:
+def list_prices(config_file: Optional[str] = ConfigOpt) -> None:
     """Show the price table in force now, and any scheduled versions."""
     config = load_config_or_exit(config_file)
 
@@ -113,7 +111,7 @@ def import_prices(
     fmt: str = typer.Option("gateway", "--format", help="gateway | openrouter | litellm"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the diff, store nothing"),
     all_unmatched: bool = typer.Option(False, "--all-unmatched", help="list every unmatched entry"),
-    config_file: Optional[str] = typer.Option(None, "--config", help="config file"),
+    config_file: Optional[str] = ConfigOpt,
 ) -> None:
     """Load a price file into a new price version and print what changed."""
     if fmt not in FORMATS:

@@ -10,15 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from gateway.domain import (
-    Cost,
-    OffPeakWindow,
-    Price,
-    PriceVersion,
-    Tier,
-    UnitPrices,
-    Usage,
-)
+from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, Tier, UnitPrices, Usage
 from gateway.money import EXACT
 
 _UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC"})
@@ -97,8 +89,12 @@ def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
 
 
 def _per_token(amount: Decimal, per: int) -> Decimal:
-    # The schema only admits per 1K and 1M: a shift of the exponent, exact in EXACT.
-    return EXACT.scaleb(amount, -3 if per == 1_000 else -6) if per in (1_000, 1_000_000) else amount / per
+    # The schema only admits per 1K and 1M: a shift of the exponent, exact in EXACT (never a rounding division).
+    if per == 1_000:
+        return EXACT.scaleb(amount, -3)
+    if per == 1_000_000:
+        return EXACT.scaleb(amount, -6)
+    raise ValueError(f"prices are per 1K or per 1M tokens, not per {per}")
 
 
 def tokens_cost(tokens: int, unit_price: Decimal, per: int) -> Decimal:

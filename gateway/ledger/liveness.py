@@ -250,7 +250,6 @@ class AdvisoryLock(ReplicaLock):
             await conn.close()
 
 
-
 def lock_for(engine: AsyncEngine, replica_id: str, *, wait_s: float = 5.0) -> ReplicaLock:
     if engine.dialect.name == "postgresql":
         return AdvisoryLock(engine, replica_id, wait_s=wait_s)

@@ -32,6 +32,11 @@ STATUSES = (
 )
 
 
+def scale_of_decimals(d: int) -> int:
+    """The stored scale for `d` decimals: 18, or the next multiple of 9 that holds them."""
+    return BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE
+
+
 def decimals_of(value: Decimal) -> int:
     text = str(value)  # plain 'ddd.ddd' unless the exponent is positive or small (then scientific: ask as_tuple)
     if "E" not in text:
@@ -42,8 +47,7 @@ def decimals_of(value: Decimal) -> int:
 
 def scale_for(value: Decimal) -> int:
     """The fixed-point scale `value` is stored at: 18, or the next multiple of 9 that holds it exactly."""
-    d = decimals_of(value)
-    return BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE
+    return scale_of_decimals(decimals_of(value))
 
 
 def row_scale(*values: Decimal | None) -> int:
@@ -53,7 +57,7 @@ def row_scale(*values: Decimal | None) -> int:
             n = decimals_of(v)
             if n > d:
                 d = n
-    return BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE
+    return scale_of_decimals(d)
 
 
 def money_text(value: Decimal) -> str:
@@ -72,7 +76,7 @@ def money_text(value: Decimal) -> str:
     d = len(text) - dot - 1
     if d <= BASE_SCALE:
         return text + _PADS[d]
-    return text.ljust(dot + 1 + -(-d // _PIECE) * _PIECE, "0")
+    return text.ljust(dot + 1 + scale_of_decimals(d), "0")
 
 
 def _money_text_general(value: Decimal) -> str:
@@ -84,7 +88,7 @@ def _money_text_general(value: Decimal) -> str:
     whole, _, frac = text.partition(".")
     # 'f' keeps every decimal of the exponent, so len(frac) == decimals_of(value): scale_for without as_tuple.
     d = len(frac)
-    return f"{whole}.{frac.ljust(BASE_SCALE if d <= BASE_SCALE else -(-d // _PIECE) * _PIECE, '0')}"
+    return f"{whole}.{frac.ljust(scale_of_decimals(d), '0')}"
 
 
 _PAD_DOT = "." + "0" * BASE_SCALE

@@ -277,3 +277,9 @@ def test_expected_cost_ignores_the_cached_price_because_cache_hits_are_not_predi
     cheap_cache = UnitPrices("CNY", 1_000, D("0.001"), D("0"), D("0.002"))
     no_cache = UnitPrices("CNY", 1_000, D("0.001"), D("0.001"), D("0.002"))
     assert expected_cost(cheap_cache, 1_000, 0, D(1)) == expected_cost(no_cache, 1_000, 0, D(1)) == D("0.001")
+
+
+def test_a_price_unit_other_than_1k_or_1m_is_refused_rather_than_divided_with_rounding() -> None:
+    assert tokens_cost(1001, Decimal("0.0005"), 1_000) == Decimal("0.0005005")
+    with pytest.raises(ValueError, match="per 1K or per 1M"):
+        tokens_cost(7, Decimal("1"), 3)
