@@ -54,7 +54,7 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     if ledger is None:
         baseline = config.savings_baseline
         ledger = SqlLedger(engine, replica_id=replica, stale_after_s=stale_after_for(config),
-                           price_lookup=price_store.book.get, migrate=False,
+                           price_lookup=price_store.book.get, migrate=False, spool_dir=config.gateway.spool_dir,
                            baseline=(baseline.provider, baseline.model) if baseline is not None else None)
     services = Services(
         config=config,
