@@ -49,7 +49,7 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     redis = redis_from_config(config)
     price_store = PriceStore(engine, config, redis=redis)
     await price_store.start()
-    limits = build_limits(config, engine, redis, metrics=metrics)
+    limits = build_limits(config, engine, redis, metrics=metrics, replica_id=replica)
     await limits.start()
     if ledger is None:
         baseline = config.savings_baseline
@@ -73,6 +73,7 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
         engine=engine,
         price_store=price_store,
         redis=redis,
+        shared_state=limits.shared_state,
     )
     services.closers.append(limits.stop)
     services.closers.append(price_store.stop)

@@ -45,6 +45,7 @@ class Services:
     engine: Any = None  # the ledger database (AsyncEngine), when configured
     price_store: Any = None
     redis: Any = None
+    shared_state: Any = None  # gateway.limits.degrade.SharedState in degrade mode with Redis
     closers: list[Any] = field(default_factory=list)  # async stop() callables, run in order at shutdown
     by_model: dict[str, list[Deployment]] = field(default_factory=dict)
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)

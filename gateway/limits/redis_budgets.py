@@ -12,7 +12,8 @@ RESERVE  KEYS = [hash1, holds1, hash2, holds2, ...]   ARGV = [request id, units,
   -> {"seed", i, ...} when a counter hash does not exist (nothing changed; caller seeds from the ledger, retries)
   -> releases expired holds, then {"ok"} if this request already holds a reservation (retry of the same id)
   -> {"deny", i} when spent + reserved + units > limit for counter i (nothing changed)
-  -> otherwise reserves `units` on every counter, records the hold, refreshes TTLs: {"ok"}
+  -> otherwise reserves `units` on every counter, records the hold, refreshes TTLs: {"ok", total1, total2, ...}
+     (each counter's spent + reserved afterwards: the last known state a replica falls back on without Redis)
 SEED     KEYS = [hash]   ARGV = [spent units, ttl]: creates the counter only if it does not exist.
 SETTLE   KEYS = [marker, hash1, holds1, ...]   ARGV = [request id, actual units, marker ttl]
   -> {} if the marker exists (already settled); else sets it, and on each existing counter releases the hold
@@ -63,16 +64,34 @@ for i = 1, n do
   local reserved = tonumber(redis.call('HGET', h, 'reserved') or '0')
   if spent + reserved + units > limit then return {'deny', i - 1} end
 end
+local out = {'ok'}
 for i = 1, n do
   local h, z = KEYS[2*i-1], KEYS[2*i]
   local ttl = tonumber(ARGV[2*i+3])
-  redis.call('HINCRBY', h, 'reserved', ARGV[2])
+  local reserved = redis.call('HINCRBY', h, 'reserved', ARGV[2])
   redis.call('HSET', h, 'r:' .. rid, ARGV[2])
   redis.call('ZADD', z, now + tonumber(ARGV[3]), rid)
   redis.call('EXPIRE', h, ttl)
   redis.call('EXPIRE', z, ttl)
+  out[#out+1] = tostring(tonumber(redis.call('HGET', h, 'spent') or '0') + reserved)
 end
-return {'ok'}
+return out
+"""
+
+# Puts a hold (a reservation made while Redis was unreachable, gateway/limits/degrade.py) on each existing counter
+# without an admission check (the request is already running); once per request id.
+_HOLD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS / 2 do
+  local h, z = KEYS[2*i-1], KEYS[2*i]
+  if redis.call('EXISTS', h) == 1 and redis.call('HEXISTS', h, 'r:' .. ARGV[1]) == 0 then
+    redis.call('HINCRBY', h, 'reserved', ARGV[2])
+    redis.call('HSET', h, 'r:' .. ARGV[1], ARGV[2])
+    redis.call('ZADD', z, now + tonumber(ARGV[3]), ARGV[1])
+  end
+end
+return 1
 """
 
 _SEED = """
@@ -111,14 +130,17 @@ def _s(value: Any) -> str:
 
 class RedisCounters:
     def __init__(self, redis: Any, prefix: str = "gw:") -> None:
-        self._redis = redis
+        self.redis = self._redis = redis
         self._prefix = prefix
         self._reserve = redis.register_script(_RESERVE)
         self._seed = redis.register_script(_SEED)
         self._settle = redis.register_script(_SETTLE)
+        self._hold = redis.register_script(_HOLD)
 
     def _hash(self, counter: str) -> str:
         return f"{self._prefix}budget:{counter}"
+
+    hash_key = _hash
 
     def _keys(self, counters: list[str] | tuple[str, ...]) -> list[str]:
         keys: list[str] = []
@@ -136,7 +158,10 @@ class RedisCounters:
             return ReserveOutcome("seed", missing=tuple(int(i) for i in result[1:]))
         if status == "deny":
             return ReserveOutcome("deny", scope_index=int(result[1]))
-        return ReserveOutcome("ok")
+        return ReserveOutcome("ok", totals=tuple(int(_s(t)) for t in result[1:]))
+
+    async def hold(self, request_id: str, counters: tuple[str, ...], units: int, hold_s: float) -> None:
+        await self._hold(keys=self._keys(counters), args=[request_id, units, int(hold_s * 1000)])
 
     async def seed(self, counter: str, units: int, ttl_s: int) -> None:
         await self._seed(keys=[self._hash(counter)], args=[units, ttl_s])

@@ -252,6 +252,8 @@ class PriceStore:
                 self.subscribed.clear()
                 log.warning("price store: following other replicas failed (%s); retrying", type(e).__name__)
                 await asyncio.sleep(backoff)
+                with contextlib.suppress(Exception):  # Redis down, the database maybe not: new versions from it
+                    await self.refresh()
                 backoff = min(backoff * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
