@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench lint clean
+.PHONY: venv run test bench soak lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
+
+# Ten minutes, two replicas on PostgreSQL and Redis, a Redis blip and a PostgreSQL blip (SOAK_ARGS="--duration 90").
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy gateway
