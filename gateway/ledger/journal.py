@@ -70,9 +70,15 @@ def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def journal_name(replica_id: str) -> str:
+def database_tag(database: str) -> str:
+    """Names the ledger database a journal belongs to (a hash of what identifies it), so gateways with different
+    ledgers sharing a spool directory do not replay each other's journals."""
+    return hashlib.sha256(database.encode()).hexdigest()[:10]
+
+
+def journal_name(replica_id: str, tag: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", replica_id)[:80]
-    return f"{safe}-{hashlib.sha256(replica_id.encode()).hexdigest()[:12]}{SUFFIX}"
+    return f"{safe}-{hashlib.sha256(replica_id.encode()).hexdigest()[:12]}.{tag}{SUFFIX}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -195,9 +201,10 @@ class Journal:
         return self._fd
 
 
-def orphans(spool_dir: Path, own: Path | None = None) -> list[Path]:
-    """Journal files in `spool_dir` other than `own`, oldest first (whether their writer lives is for `open`)."""
+def orphans(spool_dir: Path, tag: str, own: Path | None = None) -> list[Path]:
+    """Journal files of the database `tag` in `spool_dir` other than `own`, oldest first (whether their writer
+    lives is for `open`)."""
     if not spool_dir.is_dir():
         return []
-    found = [p for p in spool_dir.iterdir() if p.name.endswith(SUFFIX) and p != own]
+    found = [p for p in spool_dir.iterdir() if p.name.endswith(f".{tag}{SUFFIX}") and p != own]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))

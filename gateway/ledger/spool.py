@@ -101,7 +101,13 @@ class SpoolingSink(Sink):
         self._retry_s = retry_s
         self._drain_batch = drain_batch
         self._drain_timeout_s = drain_timeout_s
-        self.journal = J.Journal(self.spool_dir / J.journal_name(replica_id))
+        # The database by dialect and name (an SQLite file by its absolute path): not by host and port, which
+        # may differ between replicas reaching one database (a pooler, a proxy, a DNS alias).
+        database = engine.url.database or ""
+        if engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
+            database = str(Path(database).absolute())
+        self._tag = J.database_tag(f"{engine.dialect.name}:{database}")
+        self.journal = J.Journal(self.spool_dir / J.journal_name(replica_id, self._tag))
         self.spooling = False
         self.pending = 0  # journaled writes not yet in the database
         self.spooled_total = 0
@@ -117,7 +123,7 @@ class SpoolingSink(Sink):
         """Drain every journal in the spool directory whose writer is gone (a crash, a restart, a peer that died
         sharing the directory) into the database; at start-up, before recovery. Returns the records applied."""
         total = 0
-        for path in J.orphans(self.spool_dir, own=self.journal.path):
+        for path in J.orphans(self.spool_dir, self._tag, own=self.journal.path):
             orphan = J.Journal(path)
             if not orphan.open(create=False):
                 continue  # a live writer holds it

@@ -131,10 +131,17 @@ class SqlLedger:
             self._queue.put_nowait(_STOP)
             await self._writer
         await self._sink.close()
+        # Both bounded: a database that stopped answering must not hold up the process's exit.
         with contextlib.suppress(Exception):  # best effort: without it the heartbeat simply goes stale
-            async with self._engine.begin() as conn:
-                await heartbeat(conn, self.replica_id, self._clock(), stopping=True)
-        await self._lock.release()  # after `stopped_at`: a prober never sees us unlocked yet unstopped and alive
+            async with asyncio.timeout(5.0):
+                async with self._engine.begin() as conn:
+                    await heartbeat(conn, self.replica_id, self._clock(), stopping=True)
+        try:
+            async with asyncio.timeout(5.0):
+                await self._lock.release()  # after `stopped_at`: a prober never sees us unlocked yet alive
+        except Exception as e:
+            log.warning("releasing the ledger liveness lock failed (%s); it goes with the process",
+                        type(e).__name__)
 
     async def recover(self, *, include_own: bool = False) -> list[str]:
         return await recover(self._engine, self._clock(), self._stale_after_s, price_lookup=self._price_lookup,

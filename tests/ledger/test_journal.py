@@ -83,9 +83,14 @@ def test_a_journal_held_by_a_live_writer_cannot_be_taken(tmp_path: Path) -> None
     other.close()
 
 
-def test_orphans_lists_other_journals_oldest_first(tmp_path: Path) -> None:
-    for i, name in enumerate(["b.journal", "a.journal", "mine.journal", "x.journal.applied"]):
+def test_orphans_lists_other_journals_of_the_same_database_oldest_first(tmp_path: Path) -> None:
+    tag = J.database_tag("postgresql://gw@db/ledger")
+    other = J.database_tag("postgresql://gw@db/another")
+    names = [f"b.{tag}.journal", f"a.{tag}.journal", f"mine.{tag}.journal", f"x.{tag}.journal.applied",
+             f"c.{other}.journal"]
+    for i, name in enumerate(names):
         (tmp_path / name).write_bytes(b"")
         os.utime(tmp_path / name, (1000 + i, 1000 + i))
-    assert [p.name for p in J.orphans(tmp_path, own=tmp_path / "mine.journal")] == ["b.journal", "a.journal"]
-    assert J.orphans(tmp_path / "missing") == []
+    found = J.orphans(tmp_path, tag, own=tmp_path / f"mine.{tag}.journal")
+    assert [p.name for p in found] == [f"b.{tag}.journal", f"a.{tag}.journal"]
+    assert J.orphans(tmp_path / "missing", tag) == []
