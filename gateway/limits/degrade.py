@@ -165,7 +165,6 @@ class DegradingCounters:
         self._state = state
         self._hold_s = hold_s
         self._last_total: dict[str, int] = {}  # counter -> spent + reserved, as last seen
-        self._limits: dict[str, int] = {}
         self._shares: dict[str, _Share] = {}
         self._local: dict[str, tuple[tuple[str, ...], int]] = {}  # request id -> (counters, units) held locally
         self._settled: list[_Settled] = []
@@ -179,7 +178,6 @@ class DegradingCounters:
             return self._reserve_locally(request_id, units, scopes)
         for s, total in zip(scopes, outcome.totals):
             self._last_total[s.counter] = total
-            self._limits[s.counter] = s.limit
         return outcome
 
     async def seed(self, counter: str, units: int, ttl_s: int) -> None:

@@ -87,7 +87,7 @@ def measure(tree: Path, path: str, standin: int, work: Path, n: int, concurrency
     proc = subprocess.Popen([sys.executable, "-c", launch, "serve", "--config", str(config), "--port", str(port)],
                             env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_http(port, "/readyz", proc=proc)
+        wait_http(port, "/readyz", timeout=90, proc=proc)
         url = f"http://127.0.0.1:{port}"
         key = None
         if path == "replica":
