@@ -124,7 +124,7 @@ class Soak:
                 return clients[(url, "sk-app-own-key")], _body("hunyuan-standard", f"stream {i}"), True
             if kind == 2:  # routed: fallbacks when the cheapest fails
                 return clients[(url, "sk-app-own-key")], _body("auto", f"auto {i}"), i % 3 == 0
-            return clients[(url, "sk-app-own-key")], _body("glm-3-turbo", f"plain {i}"), False
+            return clients[(url, "sk-app-own-key")], _body("deepseek-v2", f"plain {i}"), False
 
         return Traffic(make, threads=8, pause_s=0.05)
 
@@ -156,7 +156,7 @@ class Soak:
         def vendor_failures(n: int) -> None:
             # The cheapest deployment of `auto` fails two requests in a row now and then: they fall back (two
             # failures stay under the cool-down threshold, so the route keeps it).
-            self.vendors.control("dashscope", random.choice(["error_500", "timeout", "ok"]), delay_s=0.2, count=2)
+            self.vendors.control("zhipu", random.choice(["error_500", "timeout", "ok"]), delay_s=0.2, count=2)
 
         threads = [threading.Thread(target=every(0.7, disconnect), daemon=True),
                    threading.Thread(target=every(15.0, price_change), daemon=True),
@@ -232,7 +232,8 @@ class Soak:
         for name, start, end in zip("ab", rss_start, rss_end):
             print(f"  replica {name}: RSS {start / 1024:.1f} MiB after warm-up -> {end / 1024:.1f} MiB at the end "
                   f"({(end - start) / 1024:+.1f} MiB)")
-        print(f"  ledger rows by status: {dict(sorted(by_status.items()))}")
+        print(f"  ledger rows by status: {dict(sorted(by_status.items()))}; "
+              f"{sum(1 for r in rows if (r['attempts'] or 0) > 1)} fell back")
         self.check(len(rows) == len({r['request_id'] for r in rows}), f"ledger rows unique: {len(rows)}")
         self.check(attempts == received, f"ledger attempts {attempts} == vendor-received requests {received}")
         self.check("in_flight" not in by_status, "no row left in flight")
