@@ -116,13 +116,21 @@ async def test_migration_5_gives_existing_rows_api_chat_and_zero_cache_writes(le
         assert (priced.api, priced.cache_write_tokens, priced.cache_write_cost,
                 priced.cache_write_cost_reporting) == ("chat", 0, D(0), D(0))
         assert (priced.input_tokens, priced.total_cost, priced.baseline_cost) == (1_000, D("0.0008248"), D("0.01"))
-        assert (open_row.api, open_row.cache_write_tokens, open_row.cache_write_cost) == ("chat", 0, None)
+        # Column defaults, not an UPDATE (instant on a big ledger): an old unpriced row reads a 0 cost too.
+        assert (open_row.api, open_row.cache_write_tokens, open_row.cache_write_cost) == ("chat", 0, D(0))
         if ledger_url.startswith("sqlite"):  # the zero is stored exactly as the ledger's own writers store one
             async with engine.connect() as conn:
                 raw = (await conn.execute(sa.text(
                     "SELECT cache_write_cost, cache_write_cost_reporting FROM ledger "
                     "WHERE request_id = 'old-priced'"))).one()
             assert tuple(raw) == ("0." + "0" * 18,) * 2
+        # A replica not yet upgraded (a rolling deploy) writes the old columns only: its rows read the same.
+        async with engine.begin() as conn:
+            await conn.execute(m0001_ledger.ledger.insert(), [{**old, "request_id": "old-writer"}])
+        late = await fetch(engine, "old-writer")
+        assert (late.api, late.cache_write_tokens, late.cache_write_cost_reporting) == ("chat", 0, D(0))
+        async with engine.begin() as conn:
+            await conn.execute(sa.delete(ledger).where(ledger.c.request_id == "old-writer"))
         rep = await report(engine, ("api",))
         assert [k for k, _ in rep.rows] == [("chat",)]
         line = rep.rows[0][1]
