@@ -274,7 +274,7 @@ def chat_to_message(obj: dict[str, Any], usage: Usage | None, model: str | None 
     """A chat completion object -> a Messages response object (usage as the gateway metered it)."""
     choices = obj.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
-    msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    msg: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
     reasoning = msg.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:

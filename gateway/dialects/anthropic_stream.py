@@ -8,8 +8,8 @@
   `event: error`, and nothing after it.
 - `ChunksFromEvents` (vendor side): an Anthropic-format vendor's events -> chat chunks, ending with the usage
   chunk (`choices: []`) and `[DONE]` at `message_stop`, so the relay and the meter see an ordinary chat stream.
-- `native_usage` (pass-through): the usage of an Anthropic stream (message_start's input and cache counts,
-  overwritten by message_delta's cumulative ones).
+- `NativeStream` (pass-through): the vendor's own events to the client, metered (message_start's input and cache
+  counts, overwritten by message_delta's cumulative ones); `native_usage` is the same rule over a list.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateway.dialects.anthropic_vendor import chat_usage
 from gateway.domain import Usage
 from gateway.metering import usage_from_payload
 from gateway.providers.base import UpstreamFailure
+from gateway.tokens import TokenCounter
 
 _DONE = b"[DONE]"
 
@@ -37,13 +38,18 @@ def error_event(message: str, type_: str = "api_error") -> bytes:
     return event("error", {"type": "error", "error": {"type": type_, "message": message}})
 
 
+def error_type(kind: str) -> str:
+    """The Anthropic error type of a mid-stream failure of the gateway's `kind` (rate_limited, http_5xx, ...)."""
+    return {RATE_LIMITED: "rate_limit_error", HTTP_5XX: "overloaded_error"}.get(kind, "api_error")
+
+
 class MessagesEncoder:
     """Chat chunk payloads in, Anthropic SSE bytes out (client side)."""
 
     def __init__(self, model: str | None = None) -> None:
         self.model = model
         self.started = False
-        self.ended = False
+        self.done = False  # the terminal events (or the error tail) went out: nothing more is sent
         self.usage: Usage | None = None
         self.stop_reason: str | None = None
         self._blocks = 0  # blocks started so far (the next block's index)
@@ -52,7 +58,7 @@ class MessagesEncoder:
 
     def _start(self, obj: dict[str, Any]) -> bytes:
         self.started = True
-        message = {"id": message_id(obj.get("id")), "type": "message", "role": "assistant",
+        message: dict[str, Any] = {"id": message_id(obj.get("id")), "type": "message", "role": "assistant",
                    "model": self.model or obj.get("model") or "", "content": [], "stop_reason": None,
                    "stop_sequence": None, "usage": anthropic_usage(None)}
         return event("message_start", {"type": "message_start", "message": message})
@@ -98,10 +104,10 @@ class MessagesEncoder:
 
     def feed(self, payload: bytes) -> bytes:
         """One chat chunk payload (or `[DONE]`) -> the Anthropic events it makes."""
-        if self.ended:
+        if self.done:
             return b""
         if payload == _DONE:
-            return self.end()
+            return self.finish()
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -127,16 +133,16 @@ class MessagesEncoder:
                 self.stop_reason = STOP_REASON.get(choice["finish_reason"], "end_turn")
         return out
 
-    def encode(self, batch: list[bytes]) -> bytes:
-        return b"".join(map(self.feed, batch))
+    def encode(self, payloads: list[bytes]) -> bytes:
+        return b"".join(map(self.feed, payloads))
 
-    def end(self, usage: Usage | None = None) -> bytes:
+    def finish(self, usage: Usage | None = None) -> bytes:
         """The terminal events: close the open block, `message_delta` with stop_reason and usage, `message_stop`.
         `usage` (the gateway's metered usage) wins over what the stream carried."""
-        if self.ended:
+        if self.done:
             return b""
         out = b"" if self.started else self._start({})
-        self.ended = True
+        self.done = True
         out += self._close_block()
         stop = self.stop_reason or ("tool_use" if self._tool_block else "end_turn")
         out += event("message_delta", {"type": "message_delta",
@@ -144,12 +150,12 @@ class MessagesEncoder:
                                        "usage": anthropic_usage(usage or self.usage)})
         return out + event("message_stop", {"type": "message_stop"})
 
-    def fail(self, message: str, type_: str = "api_error") -> bytes:
-        """The error tail of a stream that failed after its first byte."""
-        if self.ended:
+    def fail(self, message: str, kind: str = "") -> bytes:
+        """The error tail of a stream that failed after its first byte (`kind`: the gateway's failure kind)."""
+        if self.done:
             return b""
-        self.ended = True
-        return error_event(message, type_)
+        self.done = True
+        return error_event(message, error_type(kind))
 
 
 # ---- vendor side ------------------------------------------------------------------------------------------------
@@ -168,6 +174,7 @@ class ChunksFromEvents:
         self.usage: dict[str, Any] = {}
         self._tools: dict[int, int] = {}  # block index -> chat tool_call index
         self._json_blocks: set[int] = set()
+        self.pending: UpstreamFailure | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return orjson.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -232,29 +239,127 @@ class ChunksFromEvents:
             return [usage, _DONE]
         if kind == "error":
             err = ev.get("error") or {}
-            raise UpstreamFailure(_ERROR_KIND.get(err.get("type"), BAD_RESPONSE), message=str(err.get("message", "")))
+            raise UpstreamFailure(_ERROR_KIND.get(str(err.get("type")), BAD_RESPONSE),
+                                  message=str(err.get("message", "")))
         return []  # ping, content_block_stop, and event types added later
 
     def feed_batch(self, batch: list[bytes]) -> list[bytes]:
+        """`feed` each payload. A failure after some output is held back (`pending`) so that output still goes
+        out: `raise_pending` raises it on the next batch or at the end of the stream."""
+        self.raise_pending()
         out: list[bytes] = []
         for payload in batch:
-            out.extend(self.feed(payload))
+            try:
+                out.extend(self.feed(payload))
+            except UpstreamFailure as f:
+                if not out:
+                    raise
+                self.pending = f
+                break
         return out
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            failure, self.pending = self.pending, None
+            raise failure
+
+
+def merge_usage(merged: dict[str, Any], payload: bytes) -> None:
+    """Fold one Anthropic event's usage into `merged`: message_start's counts, overwritten by each message_delta's
+    cumulative ones (a null count leaves the earlier one)."""
+    try:
+        ev = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(ev, dict):
+        return
+    u = (ev.get("message") or {}).get("usage") if ev.get("type") == "message_start" else ev.get("usage")
+    if isinstance(u, dict):
+        merged.update({k: v for k, v in u.items() if v is not None})
 
 
 def native_usage(payloads: list[bytes]) -> Usage | None:
-    """The usage of a passed-through Anthropic stream: message_start's counts, overwritten by message_delta's."""
+    """The usage of a passed-through Anthropic stream's payloads."""
     merged: dict[str, Any] = {}
     for payload in payloads:
-        if b'"usage"' not in payload:
-            continue
-        try:
-            ev = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(ev, dict):
-            continue
-        u = (ev.get("message") or {}).get("usage") if ev.get("type") == "message_start" else ev.get("usage")
-        if isinstance(u, dict):
-            merged.update({k: v for k, v in u.items() if v is not None})
+        if b'"usage"' in payload:
+            merge_usage(merged, payload)
     return usage_from_anthropic(merged) if merged else None
+
+
+# ---- pass-through ---------------------------------------------------------------------------------------------
+
+def _type_of(payload: bytes) -> bytes | None:
+    """The event type of an Anthropic payload: read off its first key when it leads (as every vendor writes it),
+    else parsed."""
+    if payload.startswith(b'{"type":"'):
+        end = payload.find(b'"', 9)
+        if end > 9:
+            return payload[9:end]
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    return kind.encode() if isinstance(kind, str) else None
+
+
+class NativeStream:
+    """The relay's `ClientStream` for a pass-through: the vendor's own event payloads, re-framed with their
+    `event:` lines (the SSE splitter keeps only `data:`), usage read from message_start and message_delta.
+    A vendor `error` event fails the request like any mid-stream failure (billed as such, one error event)."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._usage: dict[str, Any] = {}
+        self._deltas: list[bytes] = []
+        self._pending = b""
+        self._vendor_error: str | None = None
+
+    def relay(self, batch: list[bytes]) -> bytes:
+        out: list[bytes] = []
+        for payload in batch:
+            kind = _type_of(payload)
+            if kind == b"content_block_delta":
+                self._deltas.append(payload)
+            elif kind == b"error":
+                self._pending = b"".join(out)
+                err: dict[str, Any] = {}
+                try:
+                    err = orjson.loads(payload).get("error") or {}
+                except (orjson.JSONDecodeError, AttributeError):
+                    pass
+                self._vendor_error = err.get("type") if isinstance(err.get("type"), str) else None
+                raise UpstreamFailure(_ERROR_KIND.get(self._vendor_error or "", BAD_RESPONSE),
+                                      message=str(err.get("message", "")))
+            elif b'"usage"' in payload:
+                merge_usage(self._usage, payload)
+            if kind == b"message_stop":
+                self.done = True
+            out.append((b"event: " + kind + b"\ndata: " if kind else b"data: ") + payload + b"\n\n")
+        return b"".join(out)
+
+    def ended(self, batch: list[bytes]) -> bool:
+        return self.done
+
+    def finish(self) -> bytes:
+        return b""  # the vendor's stream ended without message_stop: nothing of ours to add to its events
+
+    def fail(self, message: str, kind: str) -> bytes:
+        tail, self._pending = self._pending, b""
+        return tail + error_event(message, self._vendor_error or error_type(kind))
+
+    def final_usage(self, prompt_estimate: int, counter: TokenCounter) -> Usage:
+        usage = usage_from_anthropic(self._usage) if self._usage else None
+        if usage is not None:
+            return usage
+        parts: list[str] = []
+        for payload in self._deltas:
+            try:
+                delta = orjson.loads(payload).get("delta") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            for key in ("text", "partial_json", "thinking"):
+                if isinstance(delta.get(key), str):
+                    parts.append(delta[key])
+        return Usage(prompt_estimate, 0, counter.count_text("".join(parts)), source="estimated")

@@ -148,9 +148,10 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 
 def _json_schema(rf: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     if rf.get("type") == "json_schema":
-        spec = rf.get("json_schema") or {}
-        schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
-        return (spec.get("name") if isinstance(spec.get("name"), str) else JSON_TOOL), schema
+        spec: dict[str, Any] = rf["json_schema"] if isinstance(rf.get("json_schema"), dict) else {}
+        schema: dict[str, Any] = spec["schema"] if isinstance(spec.get("schema"), dict) else {"type": "object"}
+        name: str = spec["name"] if isinstance(spec.get("name"), str) else JSON_TOOL
+        return name, schema
     if rf.get("type") == "json_object":
         return JSON_TOOL, {"type": "object", "additionalProperties": True}
     return None

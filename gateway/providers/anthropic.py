@@ -44,6 +44,7 @@ class _TranslatedStream:
             out = feed(batch)
             if out:
                 yield out
+        self._chunks.raise_pending()
 
     def __aiter__(self) -> AsyncIterator[list[bytes]]:
         return self._batches()

@@ -160,7 +160,7 @@ def test_a_vendor_stream_cut_at_every_point_gives_a_well_formed_stream_ending_in
         meter.feed(chunk)
         body += encoder.feed(chunk)
     if cut + 1 < len(VENDOR_EVENTS):
-        body += encoder.fail("upstream failed mid-stream", "api_error")
+        body += encoder.fail("upstream failed mid-stream", "timeout")
         events = parse_sse(body)
         assert events[-1] == ("error", {"type": "error", "error": {"type": "api_error",
                                                                    "message": "upstream failed mid-stream"}})
@@ -208,7 +208,7 @@ def test_openai_vendor_chunks_become_the_anthropic_event_sequence() -> None:
 def test_encoder_end_without_done_uses_the_metered_usage() -> None:
     encoder = MessagesEncoder()
     encoder.feed(orjson.dumps(OPENAI_CHUNKS[1]))
-    events = parse_sse(encoder.end(Usage(3, 0, 2, source="estimated")))
+    events = parse_sse(encoder.finish(Usage(3, 0, 2, source="estimated")))
     assert [n for n, _ in events] == ["content_block_stop", "message_delta", "message_stop"]
     assert events[1][1]["usage"]["input_tokens"] == 3 and events[1][1]["delta"]["stop_reason"] == "end_turn"
 
