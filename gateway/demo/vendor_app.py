@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.demo import textsim
 from gateway.demo.control import VendorControl, VendorStats
 from gateway.demo.dialects import Dialect, ErrorKind, echoed_model, error_body, usage_body
+from gateway.demo.prompt_cache import CachePolicy, PrefixCache
 
 _MAX_STREAM_CHUNKS = 8  # content chunks per streamed reply: several, never hundreds
 _TIMEOUT_HANG_S = 300.0  # `timeout` without delay_s hangs this long at most (or until the server stops)
@@ -42,6 +43,11 @@ class VendorSpec:
     api_key: str
     models: tuple[ModelSpec, ...]
     dialect: Dialect
+    cache: CachePolicy | None | Literal["dialect"] = "dialect"  # the prompt cache; "dialect": the vendor's own
+
+    @property
+    def cache_policy(self) -> CachePolicy | None:
+        return self.dialect.cache if self.cache == "dialect" else self.cache
 
     @property
     def account_id(self) -> str:
@@ -80,7 +86,8 @@ class VendorServer:
         self.spec = spec
         self.control = VendorControl()
         self.stats = VendorStats()
-        self.cache = textsim.PrefixCache(spec.dialect.cache_block_tokens) if spec.dialect.cache_block_tokens else None
+        policy = spec.cache_policy
+        self.cache = PrefixCache(policy) if policy is not None else None
         self._ids = itertools.count(1)
         self._closing: asyncio.Event | None = None
         p = spec.path.rstrip("/")
@@ -92,6 +99,7 @@ class VendorServer:
                 Route("/_control", self._control, methods=["GET", "POST"]),
                 Route("/_stats", self._stats, methods=["GET"]),
                 Route("/_reset", self._reset, methods=["POST"]),
+                Route("/_cache", self._cache, methods=["GET", "POST"]),
             ]
         )
 
@@ -195,7 +203,7 @@ class VendorServer:
                 "bad_request", rid,
                 detail=f"Invalid max_tokens value, the valid range of max_tokens is [1, {model.max_output_tokens}]",
             )
-        pieces, extra = textsim.prompt_pieces(messages)
+        pieces, extra = textsim.prompt_pieces(messages, body.get("tools"), body.get("response_format"))
         prompt_tokens = len(pieces) + extra
         if prompt_tokens + (max_tokens or 0) > model.context_window:
             return self._error("context", rid, limit=model.context_window, tokens=prompt_tokens + (max_tokens or 0))
@@ -319,6 +327,24 @@ class VendorServer:
     async def _reset(self, request: Request) -> Response:
         self.reset()
         return _json(200, {"reset": True})
+
+    async def _cache(self, request: Request) -> Response:
+        """GET: the prompt cache's policy and live entries. POST {"clear": true} or {"advance_s": N}."""
+        if self.cache is None:
+            return _json(200, {"enabled": False})
+        if request.method == "POST":
+            try:
+                order = orjson.loads(await request.body() or b"{}")
+                advance = order.get("advance_s", 0) if isinstance(order, dict) else None
+                if not isinstance(order, dict) or isinstance(advance, bool) or not isinstance(advance, (int, float)):
+                    raise ValueError("expected {\"clear\": true} or {\"advance_s\": seconds}")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return _json(400, {"error": {"message": str(e), "type": "invalid_request_error", "param": None,
+                                             "code": "bad_control"}})
+            if order.get("clear") is True:
+                self.cache.clear()
+            self.cache.advance(float(advance))
+        return _json(200, {"enabled": True, **self.cache.snapshot()})
 
 
 def _cached_of(usage: dict[str, Any]) -> int:
