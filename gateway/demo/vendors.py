@@ -120,6 +120,7 @@ class VendorCluster:
         specs = list(specs) if specs is not None else specs_from_config(config_path)
         self.vendors: dict[str, VendorServer] = {s.provider: VendorServer(s) for s in specs}
         self.urls: dict[str, str] = {}  # provider -> api_base URL, path included
+        self.anthropic_urls: dict[str, str] = {}  # provider -> its Anthropic-format base URL (DeepSeek's /anthropic)
         self.ports: dict[str, int] = {}
         self._servers: list[_VendorUvicorn] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,6 +150,8 @@ class VendorCluster:
                 url_host = f"[{host}]" if ":" in host else host
                 self.ports[provider] = port
                 self.urls[provider] = f"http://{url_host}:{port}{vendor.spec.path}"
+                if vendor.spec.anthropic_base is not None:
+                    self.anthropic_urls[provider] = f"http://{url_host}:{port}{vendor.spec.anthropic_base.rstrip('/')}"
             await self._wait_started()
         except BaseException:
             await self.stop()
@@ -220,8 +223,11 @@ class VendorCluster:
 
 
 def env_for(cluster: VendorCluster) -> dict[str, str]:
-    """The DEMO_<PROVIDER>_URL variables config/demo.yaml interpolates, pointing at the bound ports."""
-    return {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    """The variables config/demo.yaml interpolates, pointing at the bound ports: DEMO_<PROVIDER>_URL, and
+    DEMO_<PROVIDER>_ANTHROPIC_URL for a vendor that also speaks the Anthropic format."""
+    env = {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    env.update({f"DEMO_{provider.upper()}_ANTHROPIC_URL": url for provider, url in cluster.anthropic_urls.items()})
+    return env
 
 
 class VendorClusterThread:
