@@ -1,8 +1,10 @@
 """A simulated vendor's Anthropic-format endpoint: `POST {anthropic_path}/v1/messages` (+ `/count_tokens`).
 
 Served beside the vendor's OpenAI-format API by the same server, sharing its key, control modes, counters and
-models; the prompt cache is Anthropic-style (explicit `cache_control` breakpoints, see `prompt_cache`), kept
-apart from the automatic one. The key is accepted as `x-api-key` or as a bearer token, as DeepSeek does.
+models. The key is accepted as `x-api-key` or as a bearer token. The prompt cache here is Anthropic's explicit
+kind (`cache_control` breakpoints, see `prompt_cache`), kept apart from the automatic one: DeepSeek's real
+endpoint ignores `cache_control` and applies its automatic cache, but the simulation gives the gateway a vendor
+that reports `cache_creation_input_tokens`, the direction Anthropic itself and DashScope's explicit cache bill.
 """
 
 from __future__ import annotations
@@ -53,10 +55,14 @@ class AnthropicEndpoint:
         return request.headers.get("x-api-key") == key or request.headers.get("authorization") == f"Bearer {key}"
 
     def _model(self, body: dict[str, Any], rid: str) -> Any:
+        """The model served; as DeepSeek does, `claude*` names map to its chat model and other unknown names are
+        a 400 (api-docs.deepseek.com/guides/anthropic_api)."""
         name = body.get("model")
         model = self.server.spec.model(name) if isinstance(name, str) else None
+        if model is None and isinstance(name, str) and name.startswith("claude"):
+            model = next((m for m in self.server.spec.models if m.mode == "chat"), None)
         if model is None or model.mode != "chat":
-            return self.error("model_not_found", rid, model=name, message=f"model: {name}")
+            return self.error("bad_request", rid, message=f"model: unsupported model {name!r}")
         return model
 
     async def count_tokens(self, request: Request) -> Response:

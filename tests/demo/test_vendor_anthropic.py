@@ -44,6 +44,11 @@ def test_messages_create_answers_a_message_with_usage(sdk, cluster):
     assert cluster.stats("deepseek")["by_endpoint"] == {"messages": 1, "count_tokens": 1}
 
 
+def test_claude_model_names_are_served_by_the_vendors_chat_model_as_deepseek_does(sdk):
+    r = sdk.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert r.model == MODEL
+
+
 def test_max_tokens_cuts_the_answer_with_stop_reason_max_tokens(sdk):
     r = sdk.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hello"}])
     assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 5
@@ -175,7 +180,7 @@ def test_a_bearer_token_is_accepted_like_x_api_key(v):
     ("setup", "exc", "status", "etype"),
     [
         ({"api_key": "sk-wrong"}, anthropic.AuthenticationError, 401, "authentication_error"),
-        ({"model": "claude-3-opus"}, anthropic.NotFoundError, 404, "not_found_error"),
+        ({"model": "gpt-4o"}, anthropic.BadRequestError, 400, "invalid_request_error"),
         ({"mode": "error_529"}, anthropic.InternalServerError, 529, "overloaded_error"),
         ({"mode": "error_429"}, anthropic.RateLimitError, 429, "rate_limit_error"),
         ({"mode": "error_500"}, anthropic.InternalServerError, 500, "api_error"),
