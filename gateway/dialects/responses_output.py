@@ -106,7 +106,8 @@ def output_items(response_id: str, message: dict[str, Any], status: str) -> list
     for call in message.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
         out.append(function_call_item(response_id, len(out), str(call.get("id") or ""),
                                       str(function.get("name") or ""), str(function.get("arguments") or ""),
                                       status))
@@ -121,7 +122,8 @@ def from_completion(completion: dict[str, Any], echo: dict[str, Any], response_i
     choice = choices[0] if isinstance(choices[0], dict) else {}
     incomplete = incomplete_reason(choice.get("finish_reason"))
     status = "incomplete" if incomplete else "completed"
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
     metered = usage_from_payload(completion) or usage
     created = completion.get("created")
     model = completion.get("model") or requested_model or ""

@@ -157,7 +157,8 @@ class ResponsesEncoder:
 
     def _call_delta(self, call: dict[str, Any]) -> None:
         index = call.get("index", 0)
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
         item = self.calls.get(index)
         if item is None:
             item = self._open("function_call", str(call.get("id") or ""), str(function.get("name") or ""))
@@ -255,4 +256,5 @@ def _part(kind: str, text: str) -> dict[str, Any]:
 def _choice_usage(chunk: dict[str, Any]) -> bool:
     """Moonshot reports usage inside `choices[0]` of its last chunk."""
     choices = chunk.get("choices")
-    return bool(choices) and isinstance(choices[0], dict) and choices[0].get("usage") is not None
+    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict) \
+        and choices[0].get("usage") is not None
