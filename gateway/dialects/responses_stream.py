@@ -1,6 +1,6 @@
 """Chat-completion chunks -> the Responses API's SSE event sequence (pure: bytes in, bytes out, no I/O).
 
-One `ResponsesEncoder` follows one stream. `feed` takes the vendor's chat-chunk payloads (the `data:` contents, as
+One `ResponsesEncoder` (a `StreamEncoder`, gateway/dialects/base.py) follows one stream. `encode` takes the vendor's chat-chunk payloads (the `data:` contents, as
 the relay reads them, `[DONE]` included) and returns the client's SSE bytes; every frame has an `event:` line and
 a `sequence_number` that counts from 0. The sequence, as the real API sends it:
 
@@ -65,7 +65,7 @@ class ResponsesEncoder:
         self.created_at = created_at if created_at is not None else int(time.time())
         self.seq = 0
         self.started = False
-        self.ended = False
+        self.done = False  # the terminal event went out: the client's answer is complete
         self.items: list[_Item] = []
         self.text: _Item | None = None
         self.reasoning: _Item | None = None
@@ -77,10 +77,10 @@ class ResponsesEncoder:
 
     # ---- the relay's calls ------------------------------------------------------------------------------------
 
-    def feed(self, payloads: list[bytes]) -> bytes:
+    def encode(self, payloads: list[bytes]) -> bytes:
         """A batch of chat-chunk payloads -> the Responses SSE bytes for it (b"" when it adds nothing)."""
         for data in payloads:
-            if self.ended:
+            if self.done:
                 break
             if data == _DONE:
                 self._complete(None)
@@ -96,15 +96,17 @@ class ResponsesEncoder:
     def finish(self, usage: Usage | None = None) -> bytes:
         """The vendor's stream ended (with or without `[DONE]`): the terminal event if not yet sent. `usage` is the
         gateway's metered usage, used when the vendor reported none."""
-        if not self.ended:
+        if not self.done:
             self._complete(usage)
         return self._flush()
 
-    def fail(self, message: str, code: str = "server_error") -> bytes:
-        """The vendor failed after the first byte: `response.failed`, with the partial output."""
-        if not self.ended:
+    def fail(self, message: str, kind: str = "") -> bytes:
+        """The vendor failed after the first byte (`kind`: the gateway's failure kind): `response.failed`, with
+        the partial output."""
+        code = "rate_limit_exceeded" if kind == "rate_limited" else "server_error"  # the API's error codes
+        if not self.done:
             self._start()
-            self.ended = True
+            self.done = True
             output = [item.snapshot(self.response_id, "incomplete") for item in self.items]
             response = self._response("failed", output, self._usage_dict(None), None)
             response["error"] = {"code": code, "message": message}
@@ -208,7 +210,7 @@ class ResponsesEncoder:
 
     def _complete(self, metered: Usage | None) -> None:
         self._start()
-        self.ended = True
+        self.done = True
         incomplete = out.incomplete_reason(self.finish_reason)
         status = "incomplete" if incomplete else "completed"
         for item in self.items:

@@ -91,7 +91,7 @@ def check_well_formed(events: list[dict[str, Any]]) -> list[Any]:
 
 
 def test_text_stream_is_the_real_apis_sequence() -> None:
-    events = parse_sse(encoder().feed(TEXT))
+    events = parse_sse(encoder().encode(TEXT))
     assert [e["type"] for e in events] == [
         "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
         "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
@@ -105,7 +105,7 @@ def test_text_stream_is_the_real_apis_sequence() -> None:
 
 
 def test_reasoning_text_and_two_calls_stream_as_four_items() -> None:
-    events = parse_sse(encoder().feed(MIXED))
+    events = parse_sse(encoder().encode(MIXED))
     check_well_formed(events)
     final = events[-1]["response"]
     assert [i["type"] for i in final["output"]] == ["reasoning", "message", "function_call", "function_call"]
@@ -118,7 +118,7 @@ def test_reasoning_text_and_two_calls_stream_as_four_items() -> None:
 
 
 def test_length_ends_with_response_incomplete() -> None:
-    events = parse_sse(encoder().feed(CUT))
+    events = parse_sse(encoder().encode(CUT))
     check_well_formed(events)
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
@@ -127,15 +127,15 @@ def test_length_ends_with_response_incomplete() -> None:
 
 def test_batching_does_not_change_the_bytes() -> None:
     one = encoder()
-    whole = one.feed(MIXED)
+    whole = one.encode(MIXED)
     other = encoder()
-    pieces = b"".join(other.feed([p]) for p in MIXED)
+    pieces = b"".join(other.encode([p]) for p in MIXED)
     assert pieces == whole
 
 
 def test_stream_ended_without_done_is_completed_by_finish_with_metered_usage() -> None:
     enc = encoder()
-    body = enc.feed(TEXT[:4]) + enc.finish(Usage(5, 0, 2, source="estimated"))
+    body = enc.encode(TEXT[:4]) + enc.finish(Usage(5, 0, 2, source="estimated"))
     events = parse_sse(body)
     check_well_formed(events)
     assert events[-1]["type"] == "response.completed"
@@ -147,7 +147,7 @@ def test_stream_ended_without_done_is_completed_by_finish_with_metered_usage() -
 def test_every_prefix_then_a_failure_is_a_well_formed_stream(stream: list[bytes]) -> None:
     for k in range(len(stream) + 1):
         enc = encoder()
-        body = enc.feed(stream[:k]) + enc.fail("upstream deepseek failed mid-stream (timeout)")
+        body = enc.encode(stream[:k]) + enc.fail("upstream deepseek failed mid-stream (timeout)")
         events = parse_sse(body)
         check_well_formed(events)
         last = events[-1]
@@ -162,4 +162,4 @@ def test_every_prefix_then_a_failure_is_a_well_formed_stream(stream: list[bytes]
 
 
 def test_empty_batch_before_any_chunk_sends_nothing() -> None:
-    assert encoder().feed([]) == b""
+    assert encoder().encode([]) == b""
