@@ -19,9 +19,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.demo import textsim
+from gateway.demo import answers, textsim
 from gateway.demo.control import VendorControl, VendorStats
 from gateway.demo.dialects import Dialect, ErrorKind, echoed_model, error_body, usage_body
+from gateway.demo.prompt_cache import CachePolicy, PrefixCache
 
 _MAX_STREAM_CHUNKS = 8  # content chunks per streamed reply: several, never hundreds
 _TIMEOUT_HANG_S = 300.0  # `timeout` without delay_s hangs this long at most (or until the server stops)
@@ -42,6 +43,11 @@ class VendorSpec:
     api_key: str
     models: tuple[ModelSpec, ...]
     dialect: Dialect
+    cache: CachePolicy | None | Literal["dialect"] = "dialect"  # the prompt cache; "dialect": the vendor's own
+
+    @property
+    def cache_policy(self) -> CachePolicy | None:
+        return self.dialect.cache if self.cache == "dialect" else self.cache
 
     @property
     def account_id(self) -> str:
@@ -80,7 +86,8 @@ class VendorServer:
         self.spec = spec
         self.control = VendorControl()
         self.stats = VendorStats()
-        self.cache = textsim.PrefixCache(spec.dialect.cache_block_tokens) if spec.dialect.cache_block_tokens else None
+        policy = spec.cache_policy
+        self.cache = PrefixCache(policy) if policy is not None else None
         self._ids = itertools.count(1)
         self._closing: asyncio.Event | None = None
         p = spec.path.rstrip("/")
@@ -92,6 +99,7 @@ class VendorServer:
                 Route("/_control", self._control, methods=["GET", "POST"]),
                 Route("/_stats", self._stats, methods=["GET"]),
                 Route("/_reset", self._reset, methods=["POST"]),
+                Route("/_cache", self._cache, methods=["GET", "POST"]),
             ]
         )
 
@@ -195,39 +203,38 @@ class VendorServer:
                 "bad_request", rid,
                 detail=f"Invalid max_tokens value, the valid range of max_tokens is [1, {model.max_output_tokens}]",
             )
-        pieces, extra = textsim.prompt_pieces(messages)
+        pieces, extra = textsim.prompt_pieces(messages, body.get("tools"), body.get("response_format"))
         prompt_tokens = len(pieces) + extra
         if prompt_tokens + (max_tokens or 0) > model.context_window:
             return self._error("context", rid, limit=model.context_window, tokens=prompt_tokens + (max_tokens or 0))
+        try:
+            answer = answers.decide(body, model.name, rid, max_tokens)
+        except answers.BadToolRequest as e:
+            return self._error("bad_request", rid, detail=str(e))
         cached = self.cache.lookup_and_store(pieces, model.name) if self.cache is not None else 0
-        n_out, finish = textsim.output_tokens(max_tokens)
-        reply = textsim.reply_pieces(model.name, textsim.last_user_text(messages), n_out)
+        n_out = answer.output_tokens
         usage = None if mode == "no_usage" else usage_body(self.spec.dialect, prompt_tokens, n_out, cached)
         shown_model = echoed_model(self.spec.dialect, model.name)
         if body.get("stream") is True:
             opts = body.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            chunks = self._stream(f"chatcmpl-{rid}", shown_model, reply, finish, usage, include_usage, mode, delay_s,
+            chunks = self._stream(f"chatcmpl-{rid}", shown_model, answer, usage, include_usage, mode, delay_s,
                                   prompt_tokens)
             return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        answer: dict[str, Any] = {
+        result: dict[str, Any] = {
             "id": f"chatcmpl-{rid}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": shown_model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(reply)},
-                "logprobs": None,
-                "finish_reason": finish,
-            }],
+            "choices": [{"index": 0, "message": answers.message(answer), "logprobs": None,
+                         "finish_reason": answer.finish}],
         }
         if usage is not None:
-            answer["usage"] = usage
-        return self._finish(mode, 200, answer)
+            result["usage"] = usage
+        return self._finish(mode, 200, result)
 
     async def _stream(
-        self, cid: str, model: str, reply: list[str], finish: str, usage: dict[str, Any] | None,
+        self, cid: str, model: str, answer: answers.Answer, usage: dict[str, Any] | None,
         include_usage: bool, mode: str, delay_s: float, prompt_tokens: int,
     ) -> AsyncIterator[bytes]:
         dialect = self.spec.dialect
@@ -250,21 +257,18 @@ class VendorServer:
 
         if dialect.keepalive:
             yield b": keep-alive\n\n"
-        yield _sse(chunk({"role": "assistant", "content": ""}, None, 0))
-        size = max(1, -(-len(reply) // _MAX_STREAM_CHUNKS))
-        groups = [reply[i : i + size] for i in range(0, len(reply), size)]
-        sent = 0
-        for i, group in enumerate(groups):
-            if mode == "drop_mid_stream" and i == len(groups) // 2:
+        yield _sse(chunk({"role": "assistant", "content": None if answer.tool_calls else ""}, None, 0))
+        deltas = answers.stream_deltas(answer, _MAX_STREAM_CHUNKS)
+        for i, (delta, sent) in enumerate(deltas):
+            if mode == "drop_mid_stream" and i == len(deltas) // 2:
                 raise DroppedConnection("drop_mid_stream")
             if mode == "slow_stream":
                 await self._sleep(delay_s)
-            sent += len(group)
-            yield _sse(chunk({"content": "".join(group)}, None, sent))
+            yield _sse(chunk(delta, None, sent))
             if dialect.keepalive and i % 3 == 2:
                 yield b"\n: keep-alive\n\n"
             await asyncio.sleep(0)  # a real vendor yields between tokens; so do we, for fairness among streams
-        last = chunk({}, finish, sent)
+        last = chunk({}, answer.finish, answer.output_tokens)
         if usage is not None and dialect.stream_usage == "finish_chunk":
             last["usage"] = usage
         elif usage is not None and dialect.stream_usage == "choice_usage":
@@ -319,6 +323,24 @@ class VendorServer:
     async def _reset(self, request: Request) -> Response:
         self.reset()
         return _json(200, {"reset": True})
+
+    async def _cache(self, request: Request) -> Response:
+        """GET: the prompt cache's policy and live entries. POST {"clear": true} or {"advance_s": N}."""
+        if self.cache is None:
+            return _json(200, {"enabled": False})
+        if request.method == "POST":
+            try:
+                order = orjson.loads(await request.body() or b"{}")
+                advance = order.get("advance_s", 0) if isinstance(order, dict) else None
+                if not isinstance(order, dict) or isinstance(advance, bool) or not isinstance(advance, (int, float)):
+                    raise ValueError("expected {\"clear\": true} or {\"advance_s\": seconds}")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return _json(400, {"error": {"message": str(e), "type": "invalid_request_error", "param": None,
+                                             "code": "bad_control"}})
+            if order.get("clear") is True:
+                self.cache.clear()
+            self.cache.advance(float(advance))
+        return _json(200, {"enabled": True, **self.cache.snapshot()})
 
 
 def _cached_of(usage: dict[str, Any]) -> int:

@@ -204,6 +204,20 @@ class VendorCluster:
     def spec(self, provider: str) -> VendorSpec:
         return self._vendor(provider).spec
 
+    def clear_cache(self, provider: str | None = None) -> None:
+        """Forget the remembered prompt prefixes (every vendor when `provider` is None); same as POST /_cache."""
+        for name in [provider] if provider else list(self.vendors):
+            cache = self._vendor(name).cache
+            if cache is not None:
+                cache.clear()
+
+    def advance_cache_clock(self, provider: str, seconds: float) -> None:
+        """Age this vendor's prompt cache by `seconds`: entries unused for longer than its TTL expire."""
+        cache = self._vendor(provider).cache
+        if cache is None:
+            raise ValueError(f"{provider} has no prompt cache")
+        cache.advance(seconds)
+
 
 def env_for(cluster: VendorCluster) -> dict[str, str]:
     """The DEMO_<PROVIDER>_URL variables config/demo.yaml interpolates, pointing at the bound ports."""
