@@ -177,7 +177,7 @@ class GatewaySettings(_Strict):
 class ProviderConfig(_Strict):
     api_base: str
     api_key: SecretStr | None = None
-    api_style: Literal["openai", "litellm"] = "openai"
+    api_style: Literal["openai", "anthropic", "litellm"] = "openai"  # anthropic: POST {api_base}/v1/messages
     litellm_provider: str | None = None
     timeout_s: float = Field(60, gt=0)
     cooldown_s: float | None = Field(None, ge=0)
@@ -187,6 +187,9 @@ class ProviderConfig(_Strict):
     def _litellm_needs_provider(self) -> ProviderConfig:
         if self.api_style == "litellm" and not self.litellm_provider:
             raise ValueError("api_style litellm needs litellm_provider (e.g. anthropic)")
+        if self.api_style == "anthropic" and self.api_base.rstrip("/").endswith("/v1/messages"):
+            raise ValueError("api_base of an anthropic-style provider is the base URL: the gateway appends "
+                             "/v1/messages")
         return self
 
 
