@@ -126,7 +126,7 @@ class Pipeline:
                 await _shared_state(self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens),
                                     request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
-                                 facts.prompt_tokens, parsed.stream, "chat" if mode == "chat" else "embeddings")
+                                 facts.prompt_tokens, parsed.stream, dialect.api)
             if self.s.budgets is not None and _applies(self.s.budgets, identity):
                 worst = self._worst_case(facts, attempts, prices, started_at)
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
