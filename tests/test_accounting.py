@@ -91,3 +91,21 @@ async def test_without_an_api_a_request_is_a_chat_completion_and_no_cache_write_
     assert s.ledger.rows["req-2"].api == "chat"  # type: ignore[attr-defined]
     assert sample(s.metrics, "gateway_tokens_total", direction="input") == 10
     assert sample(s.metrics, "gateway_tokens_total", direction="cache_write") is None
+
+
+def test_a_budgets_worst_case_prices_the_prompt_at_cache_write_where_writing_costs_more() -> None:
+    from gateway.decisions.pricing import unit_prices
+    from gateway.decisions.routing import Candidate
+    from gateway.domain import RequestFacts
+    from gateway.pipeline import Pipeline
+
+    s = services()
+    prices = s.price_book.current(T0)
+    facts = RequestFacts(model="auto", mode="chat", prompt_tokens=1_000, requested_output_tokens=500,
+                         expected_output_tokens=500)
+    sonnet, gpt = (Candidate(d, Decimal(0), unit_prices(prices.prices[d.key], 1_000, T0), None)
+                   for d in s.deployments)
+    worst = Pipeline(s)._worst_case
+    # Sonnet may write the whole prompt to its cache: (1,000 x 3.75 + 500 x 15) / 1M USD x 7.10.
+    assert worst(facts, (sonnet,), prices, T0) == Decimal("0.079875")
+    assert worst(facts, (gpt,), prices, T0) == Decimal("0.05325")  # no dearer cache write: the input price
