@@ -1,0 +1,215 @@
+"""CPU per request of each client dialect x vendor style, in process (issue 13's performance targets, measured).
+
+    .venv/bin/python -m tests.perf.dialect_cpu [--requests 2000] [--rounds 5]
+
+The gateway app runs in this process, driven by raw ASGI calls one request at a time (no HTTP client on the
+gateway's side to pay for); the vendor is a fixed-bytes asyncio server in another process (its CPU is not
+counted), answering chat completions on `.../chat/completions` and Messages on `.../v1/messages` (`/sse/...`:
+streams). Figures are `time.process_time()` per request, best round of several (the machine is shared).
+Scenarios:
+    chat -> openai          the chat-completions baseline
+    messages -> anthropic   a Messages request passed through (target: <= 1.1x chat)
+    messages -> openai      a Messages request translated both ways (target: <= 1.3x chat)
+    chat -> anthropic       a chat request to an Anthropic-format vendor (translated on the vendor side)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.perf.standin import _response, chat_completion_body, free_port, sse_body, wait_http
+
+_TEXT = orjson.loads(chat_completion_body())["choices"][0]["message"]["content"]
+PROMPT = "Summarise the gateway's routing rule in two sentences, for a finance reader."
+
+
+def message_body() -> bytes:
+    return orjson.dumps({"id": "msg_bench0001", "type": "message", "role": "assistant", "model": "bench-model",
+                         "content": [{"type": "text", "text": _TEXT}], "stop_reason": "end_turn",
+                         "stop_sequence": None, "usage": {"input_tokens": 231, "output_tokens": 76}})
+
+
+def message_sse(chunks: int = 20) -> bytes:
+    words = _TEXT.split(" ")
+    start = {"id": "msg_bench0001", "type": "message", "role": "assistant", "model": "bench-model", "content": [],
+             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 231, "output_tokens": 1}}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start},
+                                    {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}]
+    for i in range(chunks):
+        events.append({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "text_delta", "text": words[i % len(words)] + " "}})
+    events += [{"type": "content_block_stop", "index": 0},
+               {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": chunks}},
+               {"type": "message_stop"}]
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+
+
+class _Vendor(asyncio.Protocol):
+    ANSWERS = {
+        (False, "chat"): _response(chat_completion_body(), b"application/json"),
+        (True, "chat"): _response(sse_body(), b"text/event-stream"),
+        (False, "messages"): _response(message_body(), b"application/json"),
+        (True, "messages"): _response(message_sse(), b"text/event-stream"),
+    }
+    OK = _response(b"ok", b"text/plain")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            path = head.split(" ", 2)[1]
+            kind = "chat" if path.endswith("/chat/completions") else "messages" if path.endswith("/v1/messages") else ""
+            self.t.write(self.ANSWERS.get((path.startswith("/sse/"), kind), self.OK))
+
+
+def _serve(port: int) -> None:
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_Vendor, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    asyncio.run(main())
+
+
+def _config(port: int, stream: bool, ledger: Path) -> Any:
+    from gateway.config.load import load_config_data
+
+    sse = "/sse" if stream else ""
+    price = {"currency": "CNY", "per": "1K", "input": "0.001", "output": "0.002"}
+    data = {
+        "gateway": {"ledger_url": f"sqlite:///{ledger}", "admin_key": "bench-admin"},
+        "providers": {
+            "oai": {"api_base": f"http://127.0.0.1:{port}{sse}/oai/v1", "api_key": "k1"},
+            "ant": {"api_base": f"http://127.0.0.1:{port}{sse}/ant", "api_key": "k2", "api_style": "anthropic"},
+        },
+        "deployments": [
+            {"provider": "oai", "model": "to-openai", "upstream_model": "bench-model", "context_window": 32000,
+             "max_output_tokens": 4096, "quality": 80, "price": price},
+            {"provider": "ant", "model": "to-anthropic", "upstream_model": "bench-model", "context_window": 32000,
+             "max_output_tokens": 4096, "quality": 80, "price": price},
+        ],
+    }
+    return load_config_data(data, "bench", env={})
+
+
+def _request(api: str, model: str, stream: bool) -> tuple[str, bytes]:
+    if api == "chat":
+        body: dict[str, Any] = {"model": model, "max_tokens": 100, "stream": stream,
+                                "messages": [{"role": "system", "content": "You are terse."},
+                                             {"role": "user", "content": PROMPT}]}
+        return "/v1/chat/completions", orjson.dumps(body)
+    body = {"model": model, "max_tokens": 100, "stream": stream, "system": "You are terse.",
+            "messages": [{"role": "user", "content": PROMPT}]}
+    return "/v1/messages", orjson.dumps(body)
+
+
+async def _call(app: Any, path: str, body: bytes) -> int:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+SCENARIOS = [("chat", "to-openai"), ("messages", "to-anthropic"), ("messages", "to-openai"), ("chat", "to-anthropic")]
+
+
+async def _bench(port: int, stream: bool, requests: int, rounds: int) -> dict[str, float]:
+    from gateway.app import create_app
+
+    ledger = Path(tempfile.mkdtemp(prefix="gw-dialect-cpu-")) / "ledger.db"
+    app = create_app(_config(port, stream, ledger))
+    out: dict[str, float] = {}
+    async with app.router.lifespan_context(app):
+        for api, model in SCENARIOS:
+            path, body = _request(api, model, stream)
+            for _ in range(200):  # warm: connections, caches
+                assert await _call(app, path, body) == 200
+        best = {s: float("inf") for s in SCENARIOS}
+        for _ in range(rounds):  # interleaved, so a burst of load elsewhere hits every scenario alike
+            for api, model in SCENARIOS:
+                path, body = _request(api, model, stream)
+                t0 = time.process_time()
+                for _ in range(requests):
+                    await _call(app, path, body)
+                best[(api, model)] = min(best[(api, model)], (time.process_time() - t0) / requests)
+        await asyncio.sleep(0.5)  # let the ledger writer drain before the app stops
+    for (api, model), cpu in best.items():
+        out[f"{api} -> {model.removeprefix('to-')}"] = cpu * 1e6
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--vendor", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.vendor:
+        _serve(args.vendor)
+        return
+    port = free_port()
+    vendor = subprocess.Popen([sys.executable, "-m", "tests.perf.dialect_cpu", "--vendor", str(port)],
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        wait_http(port, path="/healthz", proc=vendor)
+        for stream in (False, True):
+            figures = asyncio.run(_bench(port, stream, args.requests, args.rounds))
+            base = figures["chat -> openai"]
+            print(f"{'streamed' if stream else 'non-streamed'} ({args.requests} requests x {args.rounds} rounds, "
+                  "best round, CPU us per request in the gateway process):")
+            for name, us in figures.items():
+                print(f"  {name:24s} {us:8.1f} us   {us / base:5.2f}x chat")
+    finally:
+        vendor.send_signal(signal.SIGTERM)
+        vendor.wait(10)
+
+
+if __name__ == "__main__":
+    main()
