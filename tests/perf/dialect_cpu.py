@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from tests.perf import standin
 from tests.perf.standin import _response, chat_completion_body, free_port, sse_body, wait_http
 
 _TEXT = orjson.loads(chat_completion_body())["choices"][0]["message"]["content"]
@@ -57,47 +57,17 @@ def message_sse(chunks: int = 20) -> bytes:
     return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
 
 
-class _Vendor(asyncio.Protocol):
+class _Vendor(standin._Vendor):
     ANSWERS = {
         (False, "chat"): _response(chat_completion_body(), b"application/json"),
         (True, "chat"): _response(sse_body(), b"text/event-stream"),
         (False, "messages"): _response(message_body(), b"application/json"),
         (True, "messages"): _response(message_sse(), b"text/event-stream"),
     }
-    OK = _response(b"ok", b"text/plain")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t: asyncio.Transport = transport  # type: ignore[assignment]
-        self.buf = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].decode("latin-1")
-            length = 0
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            if len(self.buf) < end + 4 + length:
-                return
-            self.buf = self.buf[end + 4 + length:]
-            path = head.split(" ", 2)[1]
-            kind = "chat" if path.endswith("/chat/completions") else "messages" if path.endswith("/v1/messages") else ""
-            self.t.write(self.ANSWERS.get((path.startswith("/sse/"), kind), self.OK))
-
-
-def _serve(port: int) -> None:
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Vendor, "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    asyncio.run(main())
+    def answer(self, path: str) -> bytes:
+        kind = "chat" if path.endswith("/chat/completions") else "messages" if path.endswith("/v1/messages") else ""
+        return self.ANSWERS.get((path.startswith("/sse/"), kind), self.OK)
 
 
 def _config(port: int, stream: bool, ledger: Path) -> Any:
@@ -192,7 +162,7 @@ def main() -> None:
     parser.add_argument("--vendor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.vendor:
-        _serve(args.vendor)
+        standin._serve(args.vendor, _Vendor)
         return
     port = free_port()
     vendor = subprocess.Popen([sys.executable, "-m", "tests.perf.dialect_cpu", "--vendor", str(port)],
