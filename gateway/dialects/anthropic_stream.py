@@ -144,7 +144,9 @@ class MessagesEncoder:
         out = b"" if self.started else self._start({})
         self.done = True
         out += self._close_block()
-        stop = self.stop_reason or ("tool_use" if self._tool_block else "end_turn")
+        stop = self.stop_reason or "end_turn"
+        if stop == "end_turn" and self._tool_block:
+            stop = "tool_use"  # some vendors say `stop` after tool calls; a Messages client then runs the tools
         out += event("message_delta", {"type": "message_delta",
                                        "delta": {"stop_reason": stop, "stop_sequence": None},
                                        "usage": anthropic_usage(usage or self.usage)})
