@@ -1,11 +1,13 @@
 """CPU per request of each client dialect x vendor style, in process (issue 13's performance targets, measured).
 
     .venv/bin/python -m tests.perf.dialect_cpu [--requests 2000] [--rounds 5]
+    .venv/bin/python -m tests.perf.dialect_cpu --pieces     (the dialect-specific work alone, pure CPU)
 
 The gateway app runs in this process, driven by raw ASGI calls one request at a time (no HTTP client on the
 gateway's side to pay for); the vendor is a fixed-bytes asyncio server in another process (its CPU is not
 counted), answering chat completions on `.../chat/completions` and Messages on `.../v1/messages` (`/sse/...`:
-streams). Figures are `time.process_time()` per request, best round of several (the machine is shared).
+streams). Figures are the process's user CPU (and user + system: the kernel's loopback TCP work is billed to the
+sender, and it swings with the machine's load) per request, best round of several (the machine is shared).
 Scenarios:
     chat -> openai          the chat-completions baseline
     messages -> anthropic   a Messages request passed through (target: <= 1.1x chat)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import signal
 import subprocess
 import sys
@@ -130,28 +133,71 @@ async def _call(app: Any, path: str, body: bytes) -> int:
 SCENARIOS = [("chat", "to-openai"), ("messages", "to-anthropic"), ("messages", "to-openai"), ("chat", "to-anthropic")]
 
 
-async def _bench(port: int, stream: bool, requests: int, rounds: int) -> dict[str, float]:
+async def _bench(port: int, stream: bool, requests: int, rounds: int) -> dict[str, tuple[float, float]]:
     from gateway.app import create_app
 
     ledger = Path(tempfile.mkdtemp(prefix="gw-dialect-cpu-")) / "ledger.db"
     app = create_app(_config(port, stream, ledger))
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     async with app.router.lifespan_context(app):
         for api, model in SCENARIOS:
             path, body = _request(api, model, stream)
             for _ in range(200):  # warm: connections, caches
                 assert await _call(app, path, body) == 200
-        best = {s: float("inf") for s in SCENARIOS}
+        best = {s: (float("inf"), float("inf")) for s in SCENARIOS}
         for _ in range(rounds):  # interleaved, so a burst of load elsewhere hits every scenario alike
             for api, model in SCENARIOS:
                 path, body = _request(api, model, stream)
-                t0 = time.process_time()
+                u0 = resource.getrusage(resource.RUSAGE_SELF)
                 for _ in range(requests):
                     await _call(app, path, body)
-                best[(api, model)] = min(best[(api, model)], (time.process_time() - t0) / requests)
+                u1 = resource.getrusage(resource.RUSAGE_SELF)
+                user = (u1.ru_utime - u0.ru_utime) / requests
+                total = user + (u1.ru_stime - u0.ru_stime) / requests
+                b = best[(api, model)]
+                best[(api, model)] = (min(b[0], user), min(b[1], total))
         await asyncio.sleep(0.5)  # let the ledger writer drain before the app stops
-    for (api, model), cpu in best.items():
-        out[f"{api} -> {model.removeprefix('to-')}"] = cpu * 1e6
+    for (api, model), (user, total) in best.items():
+        out[f"{api} -> {model.removeprefix('to-')}"] = (user * 1e6, total * 1e6)
+    return out
+
+
+def pieces(repeat: int = 2000) -> dict[str, float]:
+    """The dialect-specific work alone, in us per request (pure CPU, no I/O): parsing the request, and relaying
+    one 20-chunk stream (what differs between the scenarios; the rest of the path is shared)."""
+    from starlette.datastructures import Headers
+
+    from gateway.dialects import DIALECTS
+    from gateway.dialects.anthropic_stream import ChunksFromEvents, MessagesEncoder, NativeStream
+    from gateway.dialects.base import EncodedStream
+    from gateway.dialects.chat import ChatStream
+    from gateway.providers.sse import SSESplitter
+    from gateway.tokens import TokenCounter
+
+    counter, headers = TokenCounter(), Headers(raw=[(b"content-type", b"application/json")])
+    chat_events = SSESplitter().feed(sse_body())
+    anthropic_events = SSESplitter().feed(message_sse())
+
+    def timed(fn: Any) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(repeat):
+                fn()
+            best = min(best, (time.process_time() - t0) / repeat)
+        return best * 1e6
+
+    out = {}
+    for api, model in (("chat", "to-openai"), ("messages", "to-anthropic")):
+        _, body = _request(api, model, False)
+        dialect = DIALECTS[api]
+        out[f"parse {api}"] = timed(lambda: dialect.parse(body, headers, counter, 256))
+    out["stream chat -> openai (ChatStream)"] = timed(lambda: ChatStream(True).relay(chat_events))
+    out["stream messages -> anthropic (NativeStream)"] = timed(lambda: NativeStream().relay(anthropic_events))
+    out["stream messages -> openai (MessagesEncoder)"] = timed(
+        lambda: EncodedStream(MessagesEncoder()).relay(chat_events))
+    out["stream chat -> anthropic (ChunksFromEvents + ChatStream)"] = timed(
+        lambda: ChatStream(True).relay(ChunksFromEvents().feed_batch(anthropic_events)))
     return out
 
 
@@ -160,7 +206,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--vendor", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--pieces", action="store_true", help="only the dialect-specific work, pure CPU")
     args = parser.parse_args()
+    if args.pieces:
+        for name, us in pieces().items():
+            print(f"  {name:58s} {us:7.1f} us")
+        return
     if args.vendor:
         standin._serve(args.vendor, _Vendor)
         return
@@ -171,11 +222,12 @@ def main() -> None:
         wait_http(port, path="/healthz", proc=vendor)
         for stream in (False, True):
             figures = asyncio.run(_bench(port, stream, args.requests, args.rounds))
-            base = figures["chat -> openai"]
+            base_user, base_total = figures["chat -> openai"]
             print(f"{'streamed' if stream else 'non-streamed'} ({args.requests} requests x {args.rounds} rounds, "
-                  "best round, CPU us per request in the gateway process):")
-            for name, us in figures.items():
-                print(f"  {name:24s} {us:8.1f} us   {us / base:5.2f}x chat")
+                  "best round; CPU us per request in the gateway process, user and user+system):")
+            for name, (user, total) in figures.items():
+                print(f"  {name:24s} user {user:7.1f} us {user / base_user:5.2f}x   "
+                      f"user+sys {total:7.1f} us {total / base_total:5.2f}x")
     finally:
         vendor.send_signal(signal.SIGTERM)
         vendor.wait(10)
