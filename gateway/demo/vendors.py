@@ -54,9 +54,9 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
     config = load_config(path, env={} if env is None else env)
     openai_style = {n: p for n, p in config.providers.items() if p.api_style == "openai"}
     twins: dict[str, str] = {}  # openai-style provider -> the anthropic-style provider at its host:port
-    for name, p in config.providers.items():
-        if p.api_style == "anthropic":
-            host = urlsplit(p.api_base).netloc
+    for name, candidate in config.providers.items():
+        if candidate.api_style == "anthropic":
+            host = urlsplit(candidate.api_base).netloc
             twin = next((n for n, o in openai_style.items() if urlsplit(o.api_base).netloc == host), None)
             if twin is not None:
                 twins[twin] = name
@@ -64,16 +64,16 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
     for name, provider in openai_style.items():
         dialect = dialect_for(name)
         twin_name = twins.get(name)
-        models = _models(config, {name} | ({twin_name} if twin_name else set()))
+        models = _models(config, {name} | ({twin_name} if twin_name is not None else set()))
         api_key = provider.api_key.get_secret_value() if provider.api_key else ""
         path_part = urlsplit(provider.api_base).path.rstrip("/")
         chat_cache = _policy(getattr(provider, "cache", None), dialect.cache)
         spec = VendorSpec(name, path_part, api_key, models, dialect,
                           cache="dialect" if chat_cache is _UNSET else chat_cache)
         if twin_name is not None:
-            twin = config.providers[twin_name]
-            explicit = _policy(getattr(twin, "cache", None), ANTHROPIC_CACHE)
-            spec = replace(spec, anthropic_path=urlsplit(twin.api_base).path.rstrip("/"),
+            twin_provider = config.providers[twin_name]
+            explicit = _policy(getattr(twin_provider, "cache", None), ANTHROPIC_CACHE)
+            spec = replace(spec, anthropic_path=urlsplit(twin_provider.api_base).path.rstrip("/"),
                            anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit)
         specs.append(spec)
     return specs
@@ -119,9 +119,13 @@ def _policy(setting: Any, default: CachePolicy | None) -> Any:
 
 
 def default_ports(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG) -> dict[str, int]:
-    """The ports of the config's default URLs (e.g. 18101 for volcengine), for a demo whose URLs stay stable."""
+    """The ports of the config's default URLs (e.g. 18101 for volcengine), for a demo whose URLs stay stable.
+
+    One per simulated vendor: an anthropic-style provider is served on its OpenAI-format twin's port.
+    """
     config = load_config(path, env={})
-    return {name: port for name, p in config.providers.items() if (port := urlsplit(p.api_base).port)}
+    return {name: port for name, p in config.providers.items()
+            if p.api_style == "openai" and (port := urlsplit(p.api_base).port)}
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:
