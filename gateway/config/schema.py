@@ -98,6 +98,7 @@ class TierConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
 
 class OffPeakConfig(_Strict):
@@ -108,6 +109,7 @@ class OffPeakConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
     _tz = field_validator("tz")(_check_tz)
 
@@ -118,6 +120,7 @@ class PriceConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None  # tokens written to the vendor's prompt cache (default: input)
     tiers: list[TierConfig] = []
     off_peak: list[OffPeakConfig] = []
 
@@ -141,9 +144,11 @@ class PriceConfig(_Strict):
             input=self.input,
             output=self.output,
             cached_input=self.cached_input,
-            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input) for t in self.tiers),
+            cache_write=self.cache_write,
+            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input, t.cache_write) for t in self.tiers),
             off_peak=tuple(
-                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input) for w in self.off_peak
+                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input, w.cache_write)
+                for w in self.off_peak
             ),
         )
 

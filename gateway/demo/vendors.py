@@ -71,9 +71,9 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
         spec = VendorSpec(name, path_part, api_key, models, dialect,
                           cache="dialect" if chat_cache is _UNSET else chat_cache)
         if twin_name is not None:
-            twin_provider = config.providers[twin_name]
-            explicit = _policy(getattr(twin_provider, "cache", None), ANTHROPIC_CACHE)
-            spec = replace(spec, anthropic_path=urlsplit(twin_provider.api_base).path.rstrip("/"),
+            twin_cfg = config.providers[twin_name]
+            explicit = _policy(getattr(twin_cfg, "cache", None), ANTHROPIC_CACHE)
+            spec = replace(spec, anthropic_path=urlsplit(twin_cfg.api_base).path.rstrip("/"),
                            anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit)
         specs.append(spec)
     return specs

@@ -196,6 +196,8 @@ class ChunksFromEvents:
         delta, index = ev.get("delta") or {}, ev.get("index", 0)
         kind = delta.get("type")
         if kind == "text_delta":
+            if self.json_tool is not None:
+                return []  # a forced JSON answer is the tool's input alone
             return [self._chunk({"content": delta.get("text") or ""})]
         if kind == "thinking_delta":
             return [self._chunk({"reasoning_content": delta.get("thinking") or ""})]

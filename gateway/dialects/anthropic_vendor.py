@@ -10,6 +10,7 @@ Decisions:
   `input_schema` is the requested schema; its input comes back as the message's text, `finish_reason: stop`, so
   the client sees ordinary JSON content. With client tools present a forced tool would stop the model from
   calling them, so the schema goes into the system prompt as an instruction instead (honest but unenforced).
+  With the forced tool, text the model writes besides it is dropped (streamed too): the answer is the JSON.
 - `temperature` above Anthropic's 1.0 is clamped to 1.0 (chat allows up to 2); `n` > 1 and `logprobs` are
   refused; `user` becomes `metadata.user_id`; `seed`, `presence_penalty`, `frequency_penalty`,
   `reasoning_effort` and `stream_options` have no Messages equivalent and are left out.
@@ -231,7 +232,8 @@ def message_to_chat(msg: dict[str, Any], json_tool: str | None = None) -> dict[s
         elif kind == "thinking":
             reasoning.append(block.get("thinking") or "")
         elif kind == "tool_use" and json_tool is not None and block.get("name") == json_tool:
-            texts.append(orjson.dumps(block.get("input", {})).decode())
+            texts = [orjson.dumps(block.get("input", {})).decode()]  # the answer is the JSON: no prose around it
+            break
         elif kind == "tool_use":
             calls.append({"id": block.get("id") or "", "type": "function",
                           "function": {"name": block.get("name") or "",

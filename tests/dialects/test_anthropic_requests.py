@@ -234,7 +234,8 @@ def test_message_answer_translates_to_chat_completion(name: str, content: list[A
 
 
 def test_forced_json_tool_answer_becomes_text() -> None:
-    chat = message_to_chat({"content": [{"type": "tool_use", "id": "t", "name": "answer", "input": {"x": 1}}],
+    chat = message_to_chat({"content": [{"type": "text", "text": "Here you go:"},
+                                        {"type": "tool_use", "id": "t", "name": "answer", "input": {"x": 1}}],
                             "stop_reason": "tool_use", "usage": USAGE}, json_tool="answer")
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": '{"x":1}'}
     assert chat["choices"][0]["finish_reason"] == "stop"

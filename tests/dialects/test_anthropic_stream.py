@@ -219,3 +219,16 @@ def test_native_usage_takes_message_start_then_cumulative_message_delta() -> Non
                 "usage": {"input_tokens": 13, "output_tokens": 30, "cache_read_input_tokens": None}})
     assert native_usage([START, later]) == Usage(13, 30, 30, cache_write_tokens=8)
     assert native_usage([ev({"type": "ping"})]) is None
+
+
+def test_forced_json_tool_stream_drops_prose_around_the_json() -> None:
+    events = [START,
+              ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+              ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Sure: "}}),
+              ev({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t",
+                                                                               "name": "answer", "input": {}}}),
+              ev({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta",
+                                                                       "partial_json": "{}"}}),
+              ev({"type": "message_stop"})]
+    objs = [orjson.loads(c) for c in chat_chunks(events, "answer")[:-1]]
+    assert "".join(o["choices"][0]["delta"].get("content") or "" for o in objs if o["choices"]) == "{}"

@@ -288,3 +288,16 @@ def test_gateway_refusals_reach_the_sdk_as_its_own_exception_classes(client, gw)
         client.messages.create(model="deepseek-v2", max_tokens=5, extra_body={"top_k": 3}, messages=[{"role": "user", "content": "x"}])
     assert "'top_k'" in native_only.value.body["error"]["message"]  # type: ignore[index]
     assert ledger_rows(gw) == []
+
+
+def test_json_schema_for_an_anthropic_deployment_is_a_forced_tool_answered_as_content(gw, anthro):
+    oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-openai-app", max_retries=0)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    completion = oai.chat.completions.create(
+        model="claude-sonnet", max_tokens=50, messages=[{"role": "user", "content": "Which city?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    assert completion.choices[0].message.content == '{"city":"Paris"}'
+    assert completion.choices[0].finish_reason == "stop" and not completion.choices[0].message.tool_calls
+    sent = anthro.state.bodies[-1]
+    assert sent["tools"][0]["name"] == "answer" and sent["tools"][0]["input_schema"] == schema
+    assert sent["tool_choice"] == {"type": "tool", "name": "answer"}
