@@ -118,8 +118,11 @@ def _summary(answer: dict[str, Any], status: int) -> str:
     if answer.get("type") == "message":  # Anthropic Messages
         kinds = [b.get("name", "") if b.get("type") == "tool_use" else "text" for b in answer.get("content", [])]
         return f"{answer.get('stop_reason')}: {', '.join(kinds)}"
-    if answer.get("object") == "response":
-        return f"{answer.get('status')}: {str(answer.get('output_text') or '')[:30]}".strip()
+    if answer.get("object") == "response":  # OpenAI Responses: the text of its output items
+        texts = [str(part.get("text", "")) for item in answer.get("output", []) if isinstance(item, dict)
+                 for part in item.get("content") or [] if isinstance(part, dict)]
+        calls = [str(item.get("name")) for item in answer.get("output", []) if item.get("type") == "function_call"]
+        return f"{answer.get('status')}: {', '.join(calls) or ''.join(texts)[:34]}"
     choices = answer.get("choices") or [{}]
     message = choices[0].get("message") or {}
     if message.get("tool_calls"):

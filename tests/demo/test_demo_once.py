@@ -59,11 +59,12 @@ def test_messages_requests_go_natively_to_deepseeks_anthropic_endpoint_and_hit_i
     assert second["answer"] == "end_turn: text"
 
 
-def test_each_api_gets_one_request_and_the_responses_one_is_answered_or_named_missing(output):
+def test_each_api_gets_one_request_chat_embeddings_responses_messages(output):
     assert row(output, "embedding")["status"] == "200"
     assert row(output, "short prompt, route auto (quality >= 70)")["status"] == "200"
     responses = row(output, "Responses API (/v1/responses)")
-    assert responses["status"] == "200" or responses["answer"] == "endpoint not in this build"
+    assert responses["status"] == "200" and responses["answer"].startswith("completed: [")
+    assert responses["deployment"] != "-/-"
 
 
 def test_it_prints_the_cost_report_from_the_ledger(output):
