@@ -22,6 +22,7 @@ from gateway.domain import DeploymentKey
 log = logging.getLogger(__name__)
 
 Found = dict[int, dict[DeploymentKey, float]]
+_MASK = (1 << 64) - 1
 
 
 class PrefixStore(Protocol):
@@ -106,7 +107,7 @@ class RedisPrefixStore:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _key(self, h: int) -> str:
-        return f"{self._p}{h:016x}"
+        return f"{self._p}{h & _MASK:016x}"
 
     async def found(self, hashes: Sequence[int]) -> Found:
         pipe = self._r.pipeline(transaction=False)
