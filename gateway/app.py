@@ -105,10 +105,10 @@ class GatewayApp(FastAPI):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            mode = openai_routes.HOT_ROUTES.get(scope["path"])
-            if mode is not None and not scope.get("root_path"):
+            api = openai_routes.HOT_ROUTES.get(scope["path"])
+            if api is not None and not scope.get("root_path"):
                 scope["app"] = self
-                await openai_routes.hot_post(self, mode, scope, receive, send)
+                await openai_routes.hot_post(self, api, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

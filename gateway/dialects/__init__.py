@@ -1,0 +1,20 @@
+"""Client dialects: the APIs requests come in on, translated at the edge to the one canonical request path.
+
+`DIALECTS` maps each inbound API's name (the ledger's `api` column) to its dialect; `ROUTES` maps each POST path
+to that name. A new inbound API is one dialect module and one line in each.
+"""
+
+from __future__ import annotations
+
+from gateway.dialects.base import ClientDialect
+from gateway.dialects.chat import ChatDialect, EmbeddingsDialect
+
+DIALECTS: dict[str, ClientDialect] = {
+    "chat": ChatDialect(),
+    "embeddings": EmbeddingsDialect(),
+}
+
+ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+}
