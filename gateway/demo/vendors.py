@@ -120,6 +120,7 @@ class VendorCluster:
         specs = list(specs) if specs is not None else specs_from_config(config_path)
         self.vendors: dict[str, VendorServer] = {s.provider: VendorServer(s) for s in specs}
         self.urls: dict[str, str] = {}  # provider -> api_base URL, path included
+        self.anthropic_urls: dict[str, str] = {}  # provider -> its Anthropic-format base URL (DeepSeek's /anthropic)
         self.ports: dict[str, int] = {}
         self._servers: list[_VendorUvicorn] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,6 +150,8 @@ class VendorCluster:
                 url_host = f"[{host}]" if ":" in host else host
                 self.ports[provider] = port
                 self.urls[provider] = f"http://{url_host}:{port}{vendor.spec.path}"
+                if vendor.spec.anthropic_base is not None:
+                    self.anthropic_urls[provider] = f"http://{url_host}:{port}{vendor.spec.anthropic_base.rstrip('/')}"
             await self._wait_started()
         except BaseException:
             await self.stop()
@@ -204,10 +207,27 @@ class VendorCluster:
     def spec(self, provider: str) -> VendorSpec:
         return self._vendor(provider).spec
 
+    def clear_cache(self, provider: str | None = None) -> None:
+        """Forget the remembered prompt prefixes (every vendor when `provider` is None); same as POST /_cache."""
+        for name in [provider] if provider else list(self.vendors):
+            cache = self._vendor(name).cache
+            if cache is not None:
+                cache.clear()
+
+    def advance_cache_clock(self, provider: str, seconds: float) -> None:
+        """Age this vendor's prompt cache by `seconds`: entries unused for longer than its TTL expire."""
+        cache = self._vendor(provider).cache
+        if cache is None:
+            raise ValueError(f"{provider} has no prompt cache")
+        cache.advance(seconds)
+
 
 def env_for(cluster: VendorCluster) -> dict[str, str]:
-    """The DEMO_<PROVIDER>_URL variables config/demo.yaml interpolates, pointing at the bound ports."""
-    return {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    """The variables config/demo.yaml interpolates, pointing at the bound ports: DEMO_<PROVIDER>_URL, and
+    DEMO_<PROVIDER>_ANTHROPIC_URL for a vendor that also speaks the Anthropic format."""
+    env = {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    env.update({f"DEMO_{provider.upper()}_ANTHROPIC_URL": url for provider, url in cluster.anthropic_urls.items()})
+    return env
 
 
 class VendorClusterThread:
