@@ -135,6 +135,12 @@ class PrefixCache:
                 store.in_background(store.forget(d.key, stale))
 
 
+    async def aclose(self) -> None:
+        """Wait for the Redis writes still in flight (at shutdown)."""
+        if isinstance(self.store, RedisPrefixStore):
+            await self.store.drain()
+
+
 def build_prefix_cache(settings: Mapping[DeploymentKey, CacheSettings], counter: Any, redis: Any, redis_prefix: str,
                        metrics: Metrics | None) -> PrefixCache:
     store: LocalPrefixStore | RedisPrefixStore = (RedisPrefixStore(redis, redis_prefix) if redis is not None
