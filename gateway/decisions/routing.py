@@ -18,7 +18,7 @@ from bisect import bisect_left
 from dataclasses import FrozenInstanceError, dataclass
 from datetime import datetime
 from decimal import Decimal
-from itertools import repeat
+from itertools import filterfalse, repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping
 
@@ -431,7 +431,7 @@ def _fast_warm(rows: Rows, p: int, e: int, max_cost: Decimal | None, latency: Ma
         cold.remove(hot[0][0])
     else:
         hot_rows = {j for j, _ in hot}
-        cold = [j for j in order if j not in hot_rows]
+        cold = list(filterfalse(hot_rows.__contains__, order))
 
     def cold_key(j: int) -> int:
         a, b, _, _, _, _, k = levels[j].cache  # type: ignore[misc]
@@ -447,34 +447,43 @@ def _fast_warm(rows: Rows, p: int, e: int, max_cost: Decimal | None, latency: Ma
         lat = lats[j] if lats is not None else None
         placed.append((v * k, neg_q[j], _INF if lat is None else lat, j, cached, write, v, unit))
     placed.sort()
-    cands: list[Candidate] = []
+    # The merged order: each warm row before the first cold row that does not cost less.
+    merged: list[int] = []
+    lo = 0
+    for key, _, _, j, _, _, _, _ in placed:
+        at = bisect_left(cold, key, lo, key=cold_key)
+        merged += cold[lo:at]
+        merged.append(j)
+        lo = at
+    merged += cold[lo:]
+    hot_at = {j: (cached, write, v, unit) for _, _, _, j, cached, write, v, unit in placed}
+    if max_cost is None:  # as _fast: cold costs computed when read; then the warm rows get their own
+        cands = list(map(_new, repeat(Candidate, len(merged))))
+        lat_of = repeat(None) if lats is None else map(lats.__getitem__, merged)
+        any(map(_SET_F, cands, zip(map(info.__getitem__, merged), lat_of, repeat(pe))))
+        for j, (cached, write, v, unit) in hot_at.items():
+            cand = cands[merged.index(j)]
+            _SET_F(cand, (info[j], lats[j] if lats is not None else None, pe, (cached, write), None))
+            _SET_COST(cand, _D(v) * unit if v else _ZERO)  # exact: v < 10^prec
+        return tuple(cands), []
+    out: list[Candidate] = []
     over: list[tuple[Any, ...]] = []
     positions = rows.positions
-    lo = 0
-    def add_cold(seg: list[int]) -> None:
-        if max_cost is None:  # as _fast: costs computed when read
-            new = list(map(_new, repeat(Candidate, len(seg))))
-            lat_of = repeat(None) if lats is None else map(lats.__getitem__, seg)
-            any(map(_SET_F, new, zip(map(info.__getitem__, seg), lat_of, repeat(pe))))
-            cands.extend(new)
-            return
-        for i in seg:
-            _add_cold(cands, over, info[i], lats[i] if lats is not None else None, pe, max_cost, positions[i])
-
-    for key, _, _, j, cached, write, v, unit in placed:
-        at = bisect_left(cold, key, lo, key=cold_key)
-        add_cold(cold[lo:at])
-        lo = at
-        cost = _D(v) * unit if v else _ZERO  # exact: v < 10^prec
-        if max_cost is not None and cost > max_cost:
+    for j in merged:
+        h = hot_at.get(j)
+        if h is None:
+            _add_cold(out, over, info[j], lats[j] if lats is not None else None, pe, max_cost, positions[j])
+            continue
+        cached, write, v, unit = h
+        cost = _D(v) * unit if v else _ZERO
+        if cost > max_cost:
             over.append((positions[j], MAX_COST, cost))
             continue
         cand = _new(Candidate)
         _SET_F(cand, (info[j], lats[j] if lats is not None else None, pe, (cached, write), None))
         _SET_COST(cand, cost)
-        cands.append(cand)
-    add_cold(cold[lo:])
-    return tuple(cands), over
+        out.append(cand)
+    return tuple(out), over
 
 
 def _add_cold(cands: list[Candidate], over: list[tuple[Any, ...]], row: tuple[Any, ...], lat: float | None,
