@@ -19,7 +19,7 @@ import uvicorn
 from gateway.accounting import utc_now
 from gateway.config.load import load_config
 from gateway.ledger import reports
-from gateway.ledger.queries import fetch_partials
+from gateway.ledger.queries import GROUP_BY_CHOICES, fetch_partials
 from gateway.demo.vendors import DEFAULT_DEMO_CONFIG, VendorCluster, env_for
 from gateway.server import uvicorn_config
 
@@ -155,7 +155,8 @@ async def send_samples(base_url: str, cluster: VendorCluster) -> list[dict[str, 
                 "title": sample.title, "status": str(resp.status_code), "route": str(body.get("model")),
                 "provider": h.get("x-gateway-provider", "-"), "model": h.get("x-gateway-model", "-"),
                 "attempts": h.get("x-gateway-attempts", "-"), "input": h.get("x-gateway-input-tokens", "-"),
-                "cached": _cached(answer), "output": h.get("x-gateway-output-tokens", "-"),
+                "cached": _cached(answer), "expected": h.get("x-gateway-expected-cached-tokens", "-"),
+                "output": h.get("x-gateway-output-tokens", "-"),
                 "cost": h.get("x-gateway-cost", "(streamed)" if body.get("stream") else "-"),
                 "currency": h.get("x-gateway-currency", ""), "answer": _summary(answer, resp.status_code),
             })
@@ -165,6 +166,7 @@ async def send_samples(base_url: str, cluster: VendorCluster) -> list[dict[str, 
 # The sample table: (key, heading, width, alignment); columns are separated by two spaces.
 COLUMNS = (("title", "request", 48, "<"), ("status", "status", 6, ">"), ("deployment", "deployment", 40, "<"),
            ("attempts", "tries", 5, ">"), ("input", "in", 6, ">"), ("cached", "cached", 11, ">"),
+           ("expected", "predicted", 9, ">"),
            ("output", "out", 4, ">"), ("cost", "cost", 16, "<"), ("answer", "answer", 0, "<"))
 
 
@@ -190,16 +192,19 @@ def print_results(results: list[dict[str, str]]) -> None:
         if r["cost"] not in ("(streamed)", "-", ""):
             total += Decimal(r["cost"])
     print(format_row({"title": "total of non-streamed requests", "cost": f"{total} CNY"}))
-    print("(in = prompt tokens not from cache; cached = served from the vendor's prompt cache, +Nw = written to it)")
+    print("(in = prompt tokens not from cache; cached = served from the vendor's prompt cache, +Nw = written to it;\n"
+          " predicted = the cached tokens the gateway expected when it ranked the deployments)")
 
 
 async def ledger_report(services: Any, since: datetime) -> str:
     """The finance report over what the samples wrote to the ledger, per provider and model."""
     window = reports.make_window(since.isoformat(), (utc_now() + timedelta(seconds=1)).isoformat())
-    groups = ("provider", "model")
+    # By inbound API too once the ledger records it (chat, responses, messages, embeddings).
+    groups = ("api", "provider", "model") if "api" in GROUP_BY_CHOICES else ("provider", "model")
     partials = await fetch_partials(services.engine, window, groups)
     report = reports.build_report(partials, window, groups, services.config.gateway.reporting_currency, None)
-    return "\nCost report from the ledger (gateway report --group-by provider,model):\n" + reports.to_table(report)
+    return (f"\nCost report from the ledger (gateway report --group-by {','.join(groups)}):\n"
+            + reports.to_table(report))
 
 
 def print_try(port: int, cache_url: str = "http://127.0.0.1:<vendor port>/_cache") -> None:

@@ -48,6 +48,7 @@ class VendorSpec:
     # Where it also serves the Anthropic Messages format ("dialect": the vendor's own, e.g. DeepSeek /anthropic).
     anthropic_path: str | None | Literal["dialect"] = "dialect"
     anthropic_cache: CachePolicy | None = ANTHROPIC_CACHE  # its explicit cache; None = it caches nothing
+    aliases: tuple[str, ...] = ()  # other provider names the config gives this vendor (its anthropic-style twin)
 
     @property
     def cache_policy(self) -> CachePolicy | None:

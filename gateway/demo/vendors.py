@@ -74,7 +74,8 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
             twin_cfg = config.providers[twin_name]
             explicit = _policy(getattr(twin_cfg, "cache", None), ANTHROPIC_CACHE)
             spec = replace(spec, anthropic_path=urlsplit(twin_cfg.api_base).path.rstrip("/"),
-                           anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit)
+                           anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit,
+                           aliases=(twin_name,))
         specs.append(spec)
     return specs
 
@@ -241,10 +242,12 @@ class VendorCluster:
         await self.stop()
 
     def _vendor(self, provider: str) -> VendorServer:
-        try:
-            return self.vendors[provider]
-        except KeyError:
-            raise KeyError(f"no simulated vendor {provider!r}; have {', '.join(self.vendors)}") from None
+        """The vendor of a provider name; an anthropic-style twin (deepseek-anthropic) names its vendor too."""
+        vendor = self.vendors.get(provider) or next(
+            (v for v in self.vendors.values() if provider in v.spec.aliases), None)
+        if vendor is None:
+            raise KeyError(f"no simulated vendor {provider!r}; have {', '.join(self.vendors)}")
+        return vendor
 
     def control(self, provider: str, mode: str, delay_s: float = 0.0, count: int | None = None) -> None:
         """Same as `POST /_control`, in-process (safe from any thread, and from the serving loop itself)."""
