@@ -35,7 +35,8 @@ from gateway.demo.prompt_cache import CachePolicy
 
 UsageFields = Literal["plain", "openai_cached", "deepseek"]
 StreamUsage = Literal["final_usage_chunk", "finish_chunk", "every_chunk", "choice_usage"]
-ErrorKind = Literal["auth", "account", "model_not_found", "context", "bad_request", "rate_limit", "server", "timeout"]
+ErrorKind = Literal["auth", "account", "model_not_found", "context", "bad_request", "rate_limit", "server",
+                    "overloaded", "timeout"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Dialect:
     stream_usage: StreamUsage = "final_usage_chunk"
     keepalive: bool = False  # interleave `: keep-alive` comments and blank lines in streams
     cache: CachePolicy | None = None  # the vendor's automatic prompt cache; None = it caches nothing
+    anthropic_path: str | None = None  # where it also serves the Anthropic Messages format (DeepSeek: /anthropic)
     error_style: Literal["openai", "zhipu"] = "openai"
     request_id_field: str | None = None  # top-level id some vendors add beside "error"
     echo_versioned_model: bool = False  # Ark answers `ep-20240515-doubao-pro-32k` as `doubao-pro-32k-240515`
@@ -75,6 +77,8 @@ def _openai_errors(**overrides: ErrorSpec) -> dict[str, ErrorSpec]:
                                 "Rate limit reached for requests. Please try again later."),
         "server": ErrorSpec(500, "internal_error", "server_error",
                             "The server had an error while processing your request."),
+        "overloaded": ErrorSpec(503, "server_overloaded", "server_error",
+                                "The server is overloaded due to high traffic. Please retry later."),
         "timeout": ErrorSpec(504, "timeout", "server_error", "Upstream request timed out."),
     }
     base.update(overrides)
@@ -148,6 +152,7 @@ DEEPSEEK = Dialect(
     usage_fields="deepseek",
     keepalive=True,
     cache=CachePolicy(block_tokens=64, min_tokens=64, ttl_s=3600),
+    anthropic_path="/anthropic",  # https://api.deepseek.com/anthropic (api-docs.deepseek.com/guides/anthropic_api)
     errors=_openai_errors(
         auth=ErrorSpec(401, "invalid_request_error", "authentication_error",
                        "Authentication Fails, account {account}: your api key is invalid"),

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Literal, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -20,7 +20,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.demo import answers, textsim
-from gateway.demo.control import VendorControl, VendorStats
+from gateway.demo.anthropic_vendor import ANTHROPIC_CACHE, AnthropicEndpoint
+from gateway.demo.control import DroppedConnection, VendorControl, VendorStats
 from gateway.demo.dialects import Dialect, ErrorKind, echoed_model, error_body, usage_body
 from gateway.demo.prompt_cache import CachePolicy, PrefixCache
 
@@ -44,10 +45,18 @@ class VendorSpec:
     models: tuple[ModelSpec, ...]
     dialect: Dialect
     cache: CachePolicy | None | Literal["dialect"] = "dialect"  # the prompt cache; "dialect": the vendor's own
+    # Where it also serves the Anthropic Messages format ("dialect": the vendor's own, e.g. DeepSeek /anthropic).
+    anthropic_path: str | None | Literal["dialect"] = "dialect"
+    anthropic_cache: CachePolicy | None = ANTHROPIC_CACHE  # its explicit cache; None = it caches nothing
 
     @property
     def cache_policy(self) -> CachePolicy | None:
         return self.dialect.cache if self.cache == "dialect" else self.cache
+
+    @property
+    def anthropic_base(self) -> str | None:
+        """The Anthropic-format base path (clients post to `{base}/v1/messages`), or None."""
+        return self.dialect.anthropic_path if self.anthropic_path == "dialect" else self.anthropic_path
 
     @property
     def account_id(self) -> str:
@@ -58,8 +67,8 @@ class VendorSpec:
         return next((m for m in self.models if m.name == name), None)
 
 
-class DroppedConnection(Exception):
-    """Raised on purpose to make the server close a connection mid-response (`drop_mid_stream`)."""
+class ErrorRenderer(Protocol):
+    def __call__(self, kind: ErrorKind, request_id: str, **values: Any) -> Response: ...
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -91,8 +100,10 @@ class VendorServer:
         self._ids = itertools.count(1)
         self._closing: asyncio.Event | None = None
         p = spec.path.rstrip("/")
+        base = spec.anthropic_base
+        self.anthropic = AnthropicEndpoint(self, base, spec.anthropic_cache) if base is not None else None
         self.app = Starlette(
-            routes=[
+            routes=[*(self.anthropic.routes if self.anthropic else ()),
                 Route(f"{p}/chat/completions", self._chat, methods=["POST"]),
                 Route(f"{p}/embeddings", self._embeddings, methods=["POST"]),
                 Route(f"{p}/models", self._models, methods=["GET"]),
@@ -116,6 +127,8 @@ class VendorServer:
         self.stats.reset()
         if self.cache is not None:
             self.cache.clear()
+        if self.anthropic is not None and self.anthropic.cache is not None:
+            self.anthropic.cache.clear()
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -127,7 +140,7 @@ class VendorServer:
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization", "") == f"Bearer {self.spec.api_key}"
 
-    async def _sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
         if self._closing is None:
@@ -138,22 +151,29 @@ class VendorServer:
         except asyncio.TimeoutError:
             pass
 
-    async def _act_out(self, mode: str, delay_s: float, request_id: str) -> Response | None:
+    async def _act_out(self, mode: str, delay_s: float, request_id: str, error: ErrorRenderer) -> Response | None:
         """An error response for the failure modes; waits for `slow`; None means go on and answer."""
         if mode == "timeout":
-            await self._sleep(delay_s or _TIMEOUT_HANG_S)
-            return self._error("timeout", request_id)
+            await self.sleep(delay_s or _TIMEOUT_HANG_S)
+            return error("timeout", request_id)
         if mode != "slow_stream":
-            await self._sleep(delay_s)  # `slow`, and error modes answer late too when given a delay
+            await self.sleep(delay_s)  # `slow`, and error modes answer late too when given a delay
         errors: dict[str, ErrorKind] = {
             "error_500": "server", "error_429": "rate_limit", "error_401": "account", "error_400": "bad_request",
+            "error_529": "overloaded",
         }
         if mode in errors:
-            return self._error(errors[mode], request_id, detail="Invalid request: simulated bad request (error_400)")
+            return error(errors[mode], request_id, detail="Invalid request: simulated bad request (error_400)")
         return None
 
-    async def _begin(self, request: Request, endpoint: str) -> tuple[Any, str, str, float, Response | None]:
-        """Read and count the request, check its key, act out the mode: (body, request id, mode, delay, refusal)."""
+    async def begin(self, request: Request, endpoint: str, error: ErrorRenderer | None = None,
+                    authorized: bool | None = None) -> tuple[Any, str, str, float, Response | None]:
+        """Read and count the request, check its key, act out the mode: (body, request id, mode, delay, refusal).
+
+        `error` renders a refusal (default: this vendor's OpenAI-format dialect); `authorized` overrides the
+        bearer-key check (the Anthropic endpoint also takes `x-api-key`).
+        """
+        error = error or self._error
         raw = await request.body()
         try:
             body: Any = orjson.loads(raw)
@@ -161,12 +181,12 @@ class VendorServer:
             body = None
         self.stats.record(endpoint, body, request.headers)
         request_id = f"{self.spec.provider}-{next(self._ids):06d}"
-        if not self._authorized(request):
-            return body, request_id, "ok", 0.0, self._error("auth", request_id)
+        if not (self._authorized(request) if authorized is None else authorized):
+            return body, request_id, "ok", 0.0, error("auth", request_id)
         mode, delay_s = self.control.take()
-        refusal = await self._act_out(mode, delay_s, request_id)
+        refusal = await self._act_out(mode, delay_s, request_id, error)
         if refusal is None and not isinstance(body, dict):
-            refusal = self._error("bad_request", request_id, detail="Request body is not a valid JSON object")
+            refusal = error("bad_request", request_id, detail="Request body is not a valid JSON object")
         return body, request_id, mode, delay_s, refusal
 
     def _check_model(self, body: dict[str, Any], request_id: str, mode: str) -> ModelSpec | Response:
@@ -178,7 +198,7 @@ class VendorServer:
             return self._error("bad_request", request_id, detail=f"model {name} does not support this endpoint")
         return model
 
-    def _finish(self, mode: str, status: int, body: dict[str, Any]) -> Response:
+    def finish_body(self, mode: str, status: int, body: dict[str, Any]) -> Response:
         if mode == "drop_mid_stream":
             return _DroppingResponse(orjson.dumps(body), status_code=status, media_type="application/json")
         return _json(status, body)
@@ -186,7 +206,7 @@ class VendorServer:
     # --- endpoints -----------------------------------------------------------------------------------
 
     async def _chat(self, request: Request) -> Response:
-        body, rid, mode, delay_s, refusal = await self._begin(request, "chat")
+        body, rid, mode, delay_s, refusal = await self.begin(request, "chat")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "chat")
@@ -231,7 +251,7 @@ class VendorServer:
         }
         if usage is not None:
             result["usage"] = usage
-        return self._finish(mode, 200, result)
+        return self.finish_body(mode, 200, result)
 
     async def _stream(
         self, cid: str, model: str, answer: answers.Answer, usage: dict[str, Any] | None,
@@ -263,7 +283,7 @@ class VendorServer:
             if mode == "drop_mid_stream" and i == len(deltas) // 2:
                 raise DroppedConnection("drop_mid_stream")
             if mode == "slow_stream":
-                await self._sleep(delay_s)
+                await self.sleep(delay_s)
             yield _sse(chunk(delta, None, sent))
             if dialect.keepalive and i % 3 == 2:
                 yield b"\n: keep-alive\n\n"
@@ -280,7 +300,7 @@ class VendorServer:
         yield b"data: [DONE]\n\n"
 
     async def _embeddings(self, request: Request) -> Response:
-        body, rid, mode, _, refusal = await self._begin(request, "embeddings")
+        body, rid, mode, _, refusal = await self.begin(request, "embeddings")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "embedding")
@@ -299,7 +319,7 @@ class VendorServer:
         answer: dict[str, Any] = {"object": "list", "data": data, "model": echoed_model(self.spec.dialect, model.name)}
         if mode != "no_usage":
             answer["usage"] = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
-        return self._finish(mode, 200, answer)
+        return self.finish_body(mode, 200, answer)
 
     async def _models(self, request: Request) -> Response:
         if not self._authorized(request):

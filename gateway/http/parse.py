@@ -29,6 +29,7 @@ class ParsedRequest:
     client_wants_usage: bool
     api: str = "chat"  # the inbound API (gateway/dialects): the ledger's `api` column
     native: dict[str, Any] | None = None  # the client's own body, for pass-through to a same-dialect vendor
+    native_only: tuple[str, ...] = ()  # what of `native` the canonical body cannot carry (pass-through only)
     context: Any = None  # what a translating dialect keeps for its answer (the Responses echo)
 
 
