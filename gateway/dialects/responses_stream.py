@@ -184,9 +184,13 @@ class ResponsesEncoder:
         self.seq += 1
 
     def _call_delta(self, call: dict[str, Any]) -> None:
-        index = call.get("index", 0)
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
+        index = call.get("index")
+        if index is None:  # a vendor sending each call whole, without an index: a new id is a new call
+            index = len(self.calls) - 1
+            if index < 0 or (call.get("id") and self.calls[index].call_id not in ("", call["id"])):
+                index += 1
         item = self.calls.get(index)
         if item is None:
             item = self._open("function_call", str(call.get("id") or ""), str(function.get("name") or ""))
