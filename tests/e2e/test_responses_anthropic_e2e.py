@@ -44,6 +44,7 @@ def test_response_from_an_anthropic_deployment_counts_cache_reads_and_writes(gw,
     assert raw.headers["x-gateway-cost"] == str(NATIVE_COST)
     row = only_row(gw)
     assert_native_row(row)
+    assert row["api"] == "responses" and row["cache_write_tokens"] == USAGE["cache_creation_input_tokens"]
     assert Decimal(row["total_cost_reporting"]) == NATIVE_COST
 
 
@@ -55,6 +56,7 @@ def test_streamed_response_from_an_anthropic_deployment_has_the_final_usage(gw, 
     assert_usage(final.usage)
     row = only_row(gw)
     assert_native_row(row)
+    assert row["api"] == "responses" and row["cache_write_tokens"] == USAGE["cache_creation_input_tokens"]
     assert Decimal(row["total_cost_reporting"]) == NATIVE_COST
 
 

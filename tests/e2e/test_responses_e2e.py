@@ -34,8 +34,7 @@ def assert_billed_exactly(row: dict[str, Any], usage: Any | None = None) -> None
                 + Decimal(row["output_tokens"]) * output_price) / k
     assert Decimal(str(row["total_cost"])) == expected
     assert Decimal(str(row["total_cost_reporting"])) == expected  # CNY is the reporting currency
-    if "api" in row:
-        assert row["api"] == "responses"
+    assert row["api"] == "responses"
     if usage is not None:  # Responses input_tokens include cached ones
         assert usage.input_tokens == row["input_tokens"] + row["cached_input_tokens"]
         assert usage.input_tokens_details.cached_tokens == row["cached_input_tokens"]
