@@ -17,7 +17,7 @@ from gateway.cache.service import build_prefix_cache
 from gateway.config.schema import Config, deployment_cache_settings
 from gateway.errors import BadRequest, GatewayError
 from gateway import db
-from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
+from gateway.http import admin_keys, admin_prices, admin_reports, messages_routes, ops_routes, openai_routes
 from gateway.http.errors import error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
@@ -129,7 +129,7 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
             await stop_services(services)
 
     app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
+    for router in (openai_routes.router, messages_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
                    admin_reports.router):
         app.include_router(router)
 

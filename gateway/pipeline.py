@@ -120,6 +120,8 @@ class Pipeline:
             parsed = dialect.parse(raw, headers, self.s.tokens, cfg.default_expected_output_tokens)
             identity = await _shared_state(self._identify(headers), request_id)
             facts, pool, route = self._resolve(parsed.facts)
+            if parsed.native_only:
+                pool = self._native_pool(dialect, parsed, pool)
             prices = self.s.price_book.current(started_at)
             lookup = await self._prefix_lookup(parsed, pool, prices)
             decision = self._rank(facts, pool, prices, started_at, lookup)
@@ -175,6 +177,15 @@ class Pipeline:
             raise E.ModelNotFound(f"The model '{facts.model}' does not exist: not a route or a deployed model",
                                   param="model")
         return facts, pool, facts.model
+
+    def _native_pool(self, dialect: ClientDialect, parsed: ParsedRequest, pool: list[Deployment]) -> list[Deployment]:
+        """A request using what only its own dialect can carry goes only to deployments speaking that dialect."""
+        styles = self.s.api_styles
+        native = [d for d in pool if styles.get(d.provider) == dialect.native_style]
+        if not native:
+            raise E.BadRequest(f"{', '.join(parsed.native_only)}: only a deployment speaking this API natively can "
+                               f"take it, and none serves '{parsed.facts.model}'", code="untranslatable_request")
+        return native
 
     def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion,
               now: datetime | None = None, lookup: Lookup | None = None) -> Decision:

@@ -32,9 +32,9 @@ _STREAM_PAUSE_EVERY = 3  # events between yields to the loop
 
 
 class AnthropicEndpoint:
-    def __init__(self, server: VendorServer, path: str, policy: CachePolicy) -> None:
+    def __init__(self, server: VendorServer, path: str, policy: CachePolicy | None) -> None:
         self.server = server
-        self.cache = PrefixCache(policy)
+        self.cache = PrefixCache(policy) if policy is not None else None
         p = path.rstrip("/")
         self.routes = [
             Route(f"{p}/v1/messages", self.messages, methods=["POST"]),
@@ -105,7 +105,7 @@ class AnthropicEndpoint:
         except answers.BadToolRequest as e:
             return self.error("bad_request", rid, message=str(e))
         answer, stop_sequence = fmt.apply_stop_sequences(answer, body.get("stop_sequences"))
-        read, written = self.cache.explicit(pieces, breakpoints, model.name)
+        read, written = self.cache.explicit(pieces, breakpoints, model.name) if self.cache else (0, 0)
         usage = None if mode == "no_usage" else fmt.usage(len(pieces) - read - written, read, written,
                                                            answer.output_tokens)
         mid = f"msg_{rid}"

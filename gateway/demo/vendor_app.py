@@ -47,7 +47,7 @@ class VendorSpec:
     cache: CachePolicy | None | Literal["dialect"] = "dialect"  # the prompt cache; "dialect": the vendor's own
     # Where it also serves the Anthropic Messages format ("dialect": the vendor's own, e.g. DeepSeek /anthropic).
     anthropic_path: str | None | Literal["dialect"] = "dialect"
-    anthropic_cache: CachePolicy = ANTHROPIC_CACHE
+    anthropic_cache: CachePolicy | None = ANTHROPIC_CACHE  # its explicit cache; None = it caches nothing
 
     @property
     def cache_policy(self) -> CachePolicy | None:
@@ -127,7 +127,7 @@ class VendorServer:
         self.stats.reset()
         if self.cache is not None:
             self.cache.clear()
-        if self.anthropic is not None:
+        if self.anthropic is not None and self.anthropic.cache is not None:
             self.anthropic.cache.clear()
 
     # --- helpers -------------------------------------------------------------------------------------

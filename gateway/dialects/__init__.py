@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from gateway.dialects.base import ClientDialect
 from gateway.dialects.chat import ChatDialect, EmbeddingsDialect
+from gateway.dialects.messages import MESSAGES
+from gateway.dialects.responses_dialect import ResponsesDialect
 
 DIALECTS: dict[str, ClientDialect] = {
     "chat": ChatDialect(),
     "embeddings": EmbeddingsDialect(),
+    "messages": MESSAGES,
+    "responses": ResponsesDialect(),
 }
 
 ROUTES: dict[str, str] = {
     "/v1/chat/completions": "chat",
     "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
 }

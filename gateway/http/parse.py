@@ -29,6 +29,8 @@ class ParsedRequest:
     client_wants_usage: bool
     api: str = "chat"  # the inbound API (gateway/dialects): the ledger's `api` column
     native: dict[str, Any] | None = None  # the client's own body, for pass-through to a same-dialect vendor
+    native_only: tuple[str, ...] = ()  # what of `native` the canonical body cannot carry (pass-through only)
+    context: Any = None  # what a translating dialect keeps for its answer (the Responses echo)
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, de
 
 
 def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: TokenCounter, default_output: int, *,
-                 api: str = "chat", native: dict[str, Any] | None = None) -> ParsedRequest:
+                 api: str = "chat", native: dict[str, Any] | None = None, context: Any = None) -> ParsedRequest:
     """A chat-completions body (the client's, or one a dialect translated to) -> the canonical parsed request.
     Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself."""
     model = _model(body)
@@ -186,7 +188,7 @@ def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: Toke
         constraints=constraints,
     )
     wants_usage = bool(stream and opts and opts.get("include_usage"))
-    return ParsedRequest(facts, body, stream, wants_usage, api, native)
+    return ParsedRequest(facts, body, stream, wants_usage, api, native, context=context)
 
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:

@@ -165,7 +165,7 @@ def test_the_explicit_cache_expires_after_five_minutes(sdk, cluster):
     system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}]
     ask = [{"role": "user", "content": "q"}]
     sdk.messages.create(model=MODEL, max_tokens=5, system=system, messages=ask)
-    cluster.vendors["deepseek"].anthropic.cache.advance(301)
+    cluster.advance_cache_clock("deepseek", 301)
     r = sdk.messages.create(model=MODEL, max_tokens=5, system=system, messages=ask)
     assert r.usage.cache_read_input_tokens == 0 and r.usage.cache_creation_input_tokens >= 1024
 
