@@ -140,6 +140,8 @@ class Pipeline:
                                  facts.prompt_tokens, parsed.stream, dialect.api)
             if lookup is not None:
                 books.on_answer = self._prefix_sent(lookup, prices)
+            elif self.s.prefix_cache is not None and facts.mode == "chat":
+                books.on_answer = self.s.prefix_cache.unpredicted
             if self.s.budgets is not None and _applies(self.s.budgets, identity):
                 worst = self._worst_case(facts, attempts, prices, started_at)
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
