@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench soak lint clean
+.PHONY: venv run test bench bench-cost bench-cache soak lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ bench: $(STAMP)
 # Ten minutes, two replicas on PostgreSQL and Redis, a Redis blip and a PostgreSQL blip (SOAK_ARGS="--duration 90").
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
+
+# What cache-aware routing saves (the README's table) and what it costs in CPU (issue 14).
+bench-cost: $(STAMP)
+	$(BIN)/gateway simulate
+
+bench-cache: $(STAMP)
+	$(BIN)/python -m tests.perf.cache_bench
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy gateway

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.decisions.prefix_cache import CacheSettings
 from gateway.domain import Deployment, OffPeakWindow, Price, Tier
 
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([KkMm]?)\s*$")
@@ -98,6 +99,7 @@ class TierConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
 
 class OffPeakConfig(_Strict):
@@ -108,6 +110,7 @@ class OffPeakConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
     _tz = field_validator("tz")(_check_tz)
 
@@ -118,6 +121,7 @@ class PriceConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None  # tokens written to the vendor's prompt cache (default: input)
     tiers: list[TierConfig] = []
     off_peak: list[OffPeakConfig] = []
 
@@ -141,11 +145,32 @@ class PriceConfig(_Strict):
             input=self.input,
             output=self.output,
             cached_input=self.cached_input,
-            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input) for t in self.tiers),
+            cache_write=self.cache_write,
+            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input, t.cache_write) for t in self.tiers),
             off_peak=tuple(
-                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input) for w in self.off_peak
+                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input, w.cache_write)
+                for w in self.off_peak
             ),
         )
+
+
+class CacheConfig(_Strict):
+    """How a vendor caches prompt prefixes (contract section 3); unset fields inherit (deployment <- provider <-
+    defaults). `mode` unset: automatic when the live price has a cached_input below input, else none."""
+
+    mode: Literal["automatic", "explicit", "none"] | None = None
+    ttl_s: float | None = Field(None, gt=0)
+    min_tokens: TokenCount | None = None
+    max_entries: int | None = Field(None, ge=1)  # prefixes remembered per deployment (LRU) in process
+
+
+def cache_settings(provider: CacheConfig | None, deployment: CacheConfig | None) -> CacheSettings:
+    """A deployment's cache settings: its own fields, else its provider's, else the defaults."""
+    merged: dict[str, Any] = {}
+    for part in (provider, deployment):
+        if part is not None:
+            merged.update(part.model_dump(exclude_none=True))
+    return CacheSettings(**merged)
 
 
 class GatewaySettings(_Strict):
@@ -178,16 +203,20 @@ class GatewaySettings(_Strict):
 class ProviderConfig(_Strict):
     api_base: str
     api_key: SecretStr | None = None
-    api_style: Literal["openai", "litellm"] = "openai"
+    api_style: Literal["openai", "anthropic", "litellm"] = "openai"  # anthropic: POST {api_base}/v1/messages
     litellm_provider: str | None = None
     timeout_s: float = Field(60, gt=0)
     cooldown_s: float | None = Field(None, ge=0)
     cooldown_after_failures: int | None = Field(None, ge=1)
+    cache: CacheConfig | None = None
 
     @model_validator(mode="after")
     def _litellm_needs_provider(self) -> ProviderConfig:
         if self.api_style == "litellm" and not self.litellm_provider:
             raise ValueError("api_style litellm needs litellm_provider (e.g. anthropic)")
+        if self.api_style == "anthropic" and self.api_base.rstrip("/").endswith("/v1/messages"):
+            raise ValueError("api_base of an anthropic-style provider is the base URL: the gateway appends "
+                             "/v1/messages")
         return self
 
 
@@ -202,6 +231,7 @@ class DeploymentConfig(_Strict):
     mode: Literal["chat", "embedding"] = "chat"
     price: PriceConfig
     price_key: str | None = None  # entry name in LiteLLM / OpenRouter price files
+    cache: CacheConfig | None = None
 
     def to_deployment(self) -> Deployment:
         return Deployment(
@@ -288,6 +318,12 @@ class Config(_Strict):
             if ref not in seen:
                 raise PathError("savings_baseline", f"no deployment ({ref[0]}, {ref[1]})")
         return self
+
+
+def deployment_cache_settings(config: Config) -> dict[tuple[str, str], CacheSettings]:
+    """Every deployment's cache settings, by (provider, model)."""
+    return {(d.provider, d.model): cache_settings(config.providers[d.provider].cache, d.cache)
+            for d in config.deployments}
 
 
 class PathError(ValueError):

@@ -58,11 +58,22 @@ def test_gateway_config_takes_vendor_keys_from_the_environment() -> None:
         ("volcengine", "https://ark.cn-beijing.volces.com/api/v3"),
         ("qianfan", "https://qianfan.baidubce.com/v2"),
         ("hunyuan", "https://api.hunyuan.cloud.tencent.com/v1"),
+        ("deepseek-anthropic", "https://api.deepseek.com/anthropic"),
+        ("moonshot-anthropic", "https://api.moonshot.cn/anthropic"),
+        ("zhipu-anthropic", "https://open.bigmodel.cn/api/anthropic"),
+        ("dashscope-anthropic", "https://dashscope.aliyuncs.com/apps/anthropic"),
     ],
 )
 def test_gateway_config_points_at_the_real_vendor_endpoints(provider: str, api_base: str) -> None:
     cfg = load_config(REPO / "config" / "gateway.yaml", env={})
     assert cfg.providers[provider].api_base == api_base
+
+
+def test_anthropic_format_endpoints_are_anthropic_style() -> None:
+    cfg = load_config(REPO / "config" / "gateway.yaml", env={})
+    styles = {name: p.api_style for name, p in cfg.providers.items() if name.endswith("-anthropic")}
+    assert styles == dict.fromkeys(["deepseek-anthropic", "moonshot-anthropic", "zhipu-anthropic",
+                                    "dashscope-anthropic"], "anthropic")
 
 
 def test_price_file_is_exactly_the_section_9_table() -> None:
@@ -92,7 +103,8 @@ def test_seed_deployments_have_exactly_the_price_file_prices(config_name: str) -
 def test_demo_seed_deployments_have_the_section_9_context_windows_and_prices() -> None:
     cfg = load_config(REPO / "config" / "demo.yaml", env={})
     deployments = {(d.provider, d.model): d for d in cfg.deployments}
-    seed = {k: d for k, d in deployments.items() if d.mode == "chat"}
+    # The seed table's vendors as their OpenAI-format endpoints (the demo also reaches DeepSeek's Anthropic one).
+    seed = {k: d for k, d in deployments.items() if d.mode == "chat" and cfg.providers[k[0]].api_style == "openai"}
     assert set(seed) == set(SECTION_9)
     for key, (context, inp, out) in SECTION_9.items():
         d = seed[key]
