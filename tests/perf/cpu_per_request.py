@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.procs import PG_ADMIN_DSN, clear_redis_prefix, demo_data, write_config
+from tests.e2e.procs import clear_redis_prefix, demo_data, fresh_postgres, write_config
 from tests.perf.proxies import PROVIDERS
 from tests.perf.standin import AsyncioStandIn, free_port, wait_http
 
@@ -35,19 +36,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def pg(sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 async def drive(url: str, n: int, concurrency: int, key: str | None) -> int:
@@ -65,15 +53,19 @@ async def drive(url: str, n: int, concurrency: int, key: str | None) -> int:
 
 
 def measure(tree: Path, path: str, standin: int, work: Path, n: int, concurrency: int) -> float:
+    with contextlib.ExitStack() as stack:
+        pg_url = stack.enter_context(fresh_postgres()) if path == "replica" else None
+        return _measure(tree, path, standin, work, n, concurrency, pg_url)
+
+
+def _measure(tree: Path, path: str, standin: int, work: Path, n: int, concurrency: int, pg_url: str | None
+             ) -> float:
     data = demo_data()
     g = data["gateway"]
-    db_name = None
     prefix = f"gw-cpu-{uuid.uuid4().hex[:8]}:"
-    if path == "replica":
-        db_name = f"gw_cpu_{uuid.uuid4().hex[:10]}"
-        pg(f'CREATE DATABASE "{db_name}"')
-        g.update(ledger_url=f"postgresql://postgres@127.0.0.1:5432/{db_name}", redis_url="redis://127.0.0.1:6379/0",
-                 redis_prefix=prefix, require_api_key=True)
+    if pg_url is not None:
+        g.update(ledger_url=pg_url, redis_url="redis://127.0.0.1:6379/0", redis_prefix=prefix,
+                 require_api_key=True)
     else:
         g["ledger_url"] = f"sqlite:///{work / ('ledger-' + uuid.uuid4().hex[:6] + '.db')}"
     config = write_config(work / f"gateway-{path}.yaml", data)
@@ -105,8 +97,6 @@ def measure(tree: Path, path: str, standin: int, work: Path, n: int, concurrency
     finally:
         proc.terminate()
         proc.wait(30)
-        if db_name:
-            pg(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         clear_redis_prefix(prefix)
 
 
