@@ -310,7 +310,7 @@ class SqlLedger:
         d = self.spool.spool_dir
         while not d.exists() and d != d.parent:
             d = d.parent
-        return os.access(d, os.W_OK)
+        return d.is_dir() and os.access(d, os.W_OK)
 
 
 # ------------------------------------------------------------------------------------------------- sinks

@@ -20,11 +20,15 @@ The conservative local share (why replicas together never overspend):
 - reconciliation, once Redis answers again: each request settled while degraded is settled in Redis with the same
   idempotent script (`budget:settled:<request id>` marker: added exactly once, however often retried); each
   request still running holds its reservation in Redis (`hold`), so the shared counters account for it until it
-  settles normally. A counter that vanished from Redis (it restarted empty) is skipped: it is re-seeded from the
+  settles normally. A replica leaves its local share only once every replica it saw alive before the outage has
+  reconciled too (its presence was refreshed since, which it does only after reconciling) or is gone (not seen
+  for `alive_s`): a peer still spending its share unreconciled would be invisible to the shared counters. A counter that vanished from Redis (it restarted empty) is skipped: it is re-seeded from the
   ledger, which already holds those requests' rows.
 
-Known limit: the last known total of a counter is as old as this replica's last reservation on it or the last
-background refresh (`probe_s`), so spending by other replicas within that moment before the outage is not in it.
+The last known total of a counter is as old as this replica's last reservation on it or the last background
+refresh (`probe_s`), so spending by other replicas in that moment before the outage is not in it: the share keeps
+back the counter's recent growth rate times that age (plus one probe interval) before dividing. Known limit: a
+burst faster than the recent rate in that moment can still exceed the budget by what the burst spent.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Degraded(Exception):
     """Redis is unreachable: the caller falls back to its local share."""
 
@@ -59,7 +67,7 @@ class SharedState:
         self._presence_key = f"{prefix}replicas"
         self._replica_id = replica_id
         self.deadline_s = deadline_s
-        self._probe_s = probe_s
+        self.probe_s = self._probe_s = probe_s
         self._alive_s = alive_s
         self._clock = clock
         self.degraded = False
@@ -67,11 +75,18 @@ class SharedState:
         self.replicas_alive = 1
         self.outages = 0
         self._reconcilers: list[Callable[[], Awaitable[None]]] = []
+        self._resumers: list[Callable[[], Awaitable[None]]] = []
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
+        self._peers: set[str] = set()  # replicas seen alive (this one included) while Redis answered
         self._task: asyncio.Task[None] | None = None
 
-    def on_restore(self, reconcile: Callable[[], Awaitable[None]]) -> None:
+    def on_restore(self, reconcile: Callable[[], Awaitable[None]],
+                   resume: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`reconcile` runs on every probe that reaches Redis while degraded (idempotent: it pushes what was
+        spent locally since); `resume` once, when the replica returns to the shared counters."""
         self._reconcilers.append(reconcile)
+        if resume is not None:
+            self._resumers.append(resume)
 
     def on_tick(self, refresh: Callable[[], Awaitable[None]]) -> None:
         self._refreshers.append(refresh)
@@ -99,7 +114,7 @@ class SharedState:
     # ------------------------------------------------------------------------------------- background
     async def start(self) -> None:
         with contextlib.suppress(Exception):
-            await self._presence()
+            self._peers = await self._presence()
         self._task = asyncio.create_task(self._run(), name="shared-state-watch")
 
     async def stop(self) -> None:
@@ -110,15 +125,11 @@ class SharedState:
         while True:
             await asyncio.sleep(self._probe_s)
             try:
-                async with asyncio.timeout(max(self.deadline_s, 1.0)):
-                    await self._presence()
                 if self.degraded:
-                    for reconcile in self._reconcilers:
-                        await reconcile()
-                    log.warning("Redis is back after %.1fs; local spending reconciled",
-                                self._clock() - (self.degraded_since or self._clock()))
-                    self.degraded, self.degraded_since = False, None
+                    await self._try_restore()
                 else:
+                    async with asyncio.timeout(max(self.deadline_s, 1.0)):
+                        self._peers = await self._presence()
                     for refresh in self._refreshers:
                         await refresh()
             except asyncio.CancelledError:
@@ -129,15 +140,41 @@ class SharedState:
                 else:
                     log.exception("shared state watch failed")
 
-    async def _presence(self) -> None:
+    async def _try_restore(self) -> None:
+        """Redis answers again: push this replica's local spending, announce it, and return to the shared counters
+        only once every replica that was alive before the outage has done the same (or is gone): until then a
+        peer still spending its local share would be invisible to the shared counters."""
+        async with asyncio.timeout(max(self.deadline_s, 1.0)):
+            await self._redis.ping()
+        for reconcile in self._reconcilers:
+            await reconcile()
+        since_ms = int((self.degraded_since or self._clock()) * 1000)
+        async with asyncio.timeout(max(self.deadline_s, 1.0)):
+            await self._presence()  # after reconciling: our presence since the outage means "reconciled"
+            seen = await self._redis.zrange(self._presence_key, 0, -1, withscores=True)
+        scores = {(m.decode() if isinstance(m, bytes) else m): float(score) for m, score in seen}
+        waiting = [p for p in self._peers if p in scores and scores[p] < since_ms]
+        if waiting:
+            log.info("Redis is back; waiting for %d replica(s) to reconcile before leaving the local shares",
+                     len(waiting))
+            return
+        for resume in self._resumers:
+            await resume()
+        log.warning("Redis is back after %.1fs; local spending reconciled",
+                    self._clock() - (self.degraded_since or self._clock()))
+        self.degraded, self.degraded_since = False, None
+
+    async def _presence(self) -> set[str]:
+        """Register this replica (last seen now) and count those seen within `alive_s`; returns their ids."""
         now_ms = int(self._clock() * 1000)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(self._presence_key, {self._replica_id: now_ms})
         pipe.zremrangebyscore(self._presence_key, "-inf", now_ms - int(self._alive_s * 1000))
-        pipe.zcard(self._presence_key)
+        pipe.zrange(self._presence_key, 0, -1)
         pipe.expire(self._presence_key, int(self._alive_s * 4))
         result = await pipe.execute()
-        self.replicas_alive = max(1, int(result[2]))
+        self.replicas_alive = max(1, len(result[2]))
+        return {m.decode() if isinstance(m, bytes) else m for m in result[2]}
 
 
 # ------------------------------------------------------------------------------------------------ budgets
@@ -160,15 +197,21 @@ class _Settled:
 class DegradingCounters:
     """`RedisCounters` while Redis answers; the local share of each counter while it does not."""
 
+    _RATE_WINDOW_S = 0.2
+
     def __init__(self, inner: RedisCounters, state: SharedState, *, hold_s: float = 3600.0) -> None:
         self._inner = inner
         self._state = state
         self._hold_s = hold_s
         self._last_total: dict[str, int] = {}  # counter -> spent + reserved, as last seen
+        self._last_at: dict[str, float] = {}  # counter -> monotonic time of the last reading
+        self._seen: dict[str, tuple[int, float]] = {}  # counter -> the reading the growth rate is measured from
+        self._rate: dict[str, float] = {}  # counter -> recent growth, units per second (smoothed)
+        self._clock = time.monotonic
         self._shares: dict[str, _Share] = {}
         self._local: dict[str, tuple[tuple[str, ...], int]] = {}  # request id -> (counters, units) held locally
         self._settled: list[_Settled] = []
-        state.on_restore(self.reconcile)
+        state.on_restore(self.reconcile, self.resume)
         state.on_tick(self.refresh)
 
     async def reserve(self, request_id: str, units: int, scopes: list[Scope], hold_s: float) -> ReserveOutcome:
@@ -177,7 +220,7 @@ class DegradingCounters:
         except Degraded:
             return self._reserve_locally(request_id, units, scopes)
         for s, total in zip(scopes, outcome.totals):
-            self._last_total[s.counter] = total
+            self._observe(s.counter, total)
         return outcome
 
     async def seed(self, counter: str, units: int, ttl_s: int) -> None:
@@ -210,9 +253,29 @@ class DegradingCounters:
             total = self._last_total.get(s.counter)
             if total is None:
                 return None
-            share = _Share(max(0, s.limit - total) // self._state.replicas_alive)
+            # What peers may have spent since our last reading is not in it: keep back the counter's recent
+            # growth over that time (plus a probe interval) before dividing.
+            at = self._last_at.get(s.counter)
+            age = self._clock() - at if at is not None else 0.0
+            margin = int(self._rate.get(s.counter, 0.0) * (age + self._state.probe_s))
+            share = _Share(max(0, s.limit - total - margin) // self._state.replicas_alive)
             self._shares[s.counter] = share
         return share
+
+    def _observe(self, counter: str, total: int) -> None:
+        """A fresh reading; the growth rate is measured over at least `_RATE_WINDOW_S` (a burst of readings a
+        millisecond apart says nothing about a rate per second)."""
+        now = self._clock()
+        self._last_total[counter] = total
+        self._last_at[counter] = now
+        ref = self._seen.get(counter)
+        if ref is None:
+            self._seen[counter] = (total, now)
+        elif now - ref[1] >= self._RATE_WINDOW_S:
+            rate = max(0.0, (total - ref[0]) / (now - ref[1]))
+            old = self._rate.get(counter)
+            self._rate[counter] = rate if old is None else max(rate, old * 0.7 + rate * 0.3)
+            self._seen[counter] = (total, now)
 
     def _reserve_locally(self, request_id: str, units: int, scopes: list[Scope]) -> ReserveOutcome:
         shares = [self._share(s) for s in scopes]
@@ -257,6 +320,9 @@ class DegradingCounters:
         for request_id, (counters, units) in list(self._local.items()):
             await self._inner.hold(request_id, counters, units, self._hold_s)
             self._local.pop(request_id, None)
+
+    async def resume(self) -> None:
+        """Back on the shared counters: the next outage computes fresh shares."""
         self._shares.clear()
 
     async def refresh(self) -> None:
@@ -271,7 +337,7 @@ class DegradingCounters:
             if spent is None and reserved is None:
                 self._last_total.pop(c, None)
             else:
-                self._last_total[c] = int(spent or 0) + int(reserved or 0)
+                self._observe(c, int(spent or 0) + int(reserved or 0))
 
 
 # ------------------------------------------------------------------------------------------- rate limits
@@ -285,7 +351,7 @@ class DegradingRateLimiter:
         self._state = state
         self._clock = clock
         self._buckets: dict[tuple[str, str], d.Bucket] = {}
-        state.on_restore(self._forget)
+        state.on_restore(_nothing, self._forget)
 
     async def _forget(self) -> None:
         self._buckets.clear()

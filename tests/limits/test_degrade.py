@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from gateway.decisions.limits import Budget, cost_units, units_to_money
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.keys.identity import Identity
-from gateway.limits.budgets import Budgets
+from gateway.limits.budgets import Budgets, Scope
 from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter, SharedState
 from gateway.limits.ratelimit import RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters
@@ -187,3 +187,50 @@ async def test_provider_health_continues_from_the_last_known_state_and_counts_fa
         assert health.cooling() == {"p1", "p2"}  # the local cool-down outlives Redis's view
     finally:
         await redis.aclose()
+
+
+async def test_a_replica_keeps_its_local_share_until_every_peer_has_reconciled(redis_prefix: str) -> None:
+    with CutProxy("127.0.0.1", 6379) as to_a, CutProxy("127.0.0.1", 6379) as to_b:
+        a, b = Replica(to_a.port, redis_prefix, "rep-a"), Replica(to_b.port, redis_prefix, "rep-b")
+        try:
+            for r in (a, b):
+                await r.state.start()
+            await wait_for(lambda: a.state._peers == {"rep-a", "rep-b"} == b.state._peers)
+            assert await spend(a, "seen-a") and await spend(b, "seen-b")
+            to_a.cut()
+            to_b.cut()
+            await wait_for(lambda: a.state.degraded and b.state.degraded)
+            assert await spend(b, "b-during")  # b spends on its share, unknown to Redis
+            to_a.restore()  # only a reaches Redis again
+            await asyncio.sleep(1.0)  # ten probes
+            assert a.state.degraded  # b has not reconciled: a stays on its share
+            to_b.restore()
+            await wait_for(lambda: not a.state.degraded and not b.state.degraded)
+            counter = a.budgets.scopes(WHO)[0].counter
+            check = aioredis.from_url("redis://127.0.0.1:6379/0")
+            try:
+                spent = int(await check.hget(f"{redis_prefix}budget:{counter}", "spent"))
+            finally:
+                await check.aclose()
+            assert spent == 3 * cost_units(ACTUAL)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_the_share_keeps_back_what_peers_may_have_spent_since_the_last_reading() -> None:
+    from datetime import datetime, timezone
+
+    state = SharedState(None, "p:", "me", probe_s=0.1)
+    state.replicas_alive = 2
+    counters = DegradingCounters.__new__(DegradingCounters)
+    DegradingCounters.__init__(counters, RedisCounters.__new__(RedisCounters), state)
+    now = [100.0]
+    counters._clock = lambda: now[0]  # type: ignore[method-assign]
+    counters._observe("c", 400)
+    now[0] = 101.0
+    counters._observe("c", 500)  # growing 100 units/s
+    now[0] = 101.5  # Redis went away half a second after the last reading
+    scope = Scope("key", "k", "c", 1000, 60, datetime.now(timezone.utc))
+    share = counters._share(scope)
+    assert share is not None and share.share == (1000 - 500 - int(100 * (0.5 + 0.1))) // 2
