@@ -50,7 +50,7 @@ ADMIN = {"authorization": "Bearer demo-admin-key"}
 UNKNOWN_MODEL = "no-such-model-e2e-7f3a"  # a client's invented model name: must never become a label value
 USER_TEXT = "user-text-9c1d"  # in every prompt: must never become a label value
 TEAM = "search"
-DIRECTIONS = ("input", "cached_input", "output")
+DIRECTIONS = ("input", "cached_input", "cache_write", "output")
 
 # The feed serves the demo's own price for one deployment: polling it succeeds and changes nothing (no new version),
 # which keeps every cost in this file at the config's prices.
