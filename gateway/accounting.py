@@ -56,6 +56,7 @@ class RequestBooks:
     prices: PriceVersion
     prompt_estimate: int
     stream: bool
+    api: str = "chat"  # the inbound API (chat, responses, messages, embeddings): the ledger row's `api`
     reservation: object | None = None
     entry: LedgerEntry | None = None
     deployment: Deployment | None = None  # the one being tried now
@@ -72,7 +73,7 @@ class RequestBooks:
             request_id=self.request_id, started_at=self.started_at, team=self.identity.team,
             key_id=self.identity.key_id, route=self.route, provider=d.provider, model=d.model,
             upstream_model=d.upstream_model, price_version=self.prices.version, replica_id=self.services.replica_id,
-            prompt_tokens_estimate=self.prompt_estimate, stream=self.stream,
+            prompt_tokens_estimate=self.prompt_estimate, stream=self.stream, api=self.api,
         )
         await self.services.ledger.open(self.entry)
 
@@ -107,6 +108,7 @@ class RequestBooks:
                 e.request_id, e.started_at, e.team, e.key_id, e.route, d.provider, d.model, d.upstream_model,
                 e.price_version, e.replica_id, e.prompt_tokens_estimate, e.stream, status, usage or ZERO_USAGE, cost,
                 baseline, attempts, int(elapsed * 1000), None if ttft_s is None else int(ttft_s * 1000), error_kind,
+                e.api,
             )
             await s.ledger.finish(e, wait=wait)
         provider = d.provider if d is not None else NO_PROVIDER

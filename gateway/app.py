@@ -76,7 +76,7 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
         redis=redis,
     )
     services.prefix_cache = build_prefix_cache(deployment_cache_settings(config), services.tokens, redis,
-                                               config.gateway.redis_prefix, metrics)
+                                               config.gateway.redis_prefix, metrics, services.deployments)
     services.closers.append(services.prefix_cache.aclose)
     services.closers.append(limits.stop)
     services.closers.append(price_store.stop)

@@ -91,6 +91,7 @@ class Metrics:
         self.savings_child = _children(self.savings)
         self.cache_predicted_child = _children(self.cache_predicted)
         self._usage: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self._cache_write: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     # ---- the request path's updates, through cached children -----------------------------------------------------
 
@@ -129,6 +130,16 @@ class Metrics:
                 for direction in ("input", "cached_input", "output"))
         return c
 
+    def _cache_write_children(self, provider: str, model: str, team: str, currency: str) -> tuple[Any, Any]:
+        key = (provider, model, team, currency)
+        c = self._cache_write.get(key)
+        if c is None:
+            if len(self._cache_write) >= _CHILDREN_MAX:
+                self._cache_write.clear()
+            c = self._cache_write[key] = (self.tokens.labels(provider, model, team, "cache_write"),
+                                          self.cost.labels(provider, model, team, "cache_write", currency))
+        return c
+
     def record_usage(self, provider: str, model: str, team: str, usage: Usage, cost: Cost,
                      baseline_cost: Decimal | None) -> None:
         currency = cost.reporting_currency
@@ -147,6 +158,13 @@ class Metrics:
             t_out.inc(usage.output_tokens)
         if cost.output:
             c_out.inc(float(cost.output_reporting))
+        if usage.cache_write_tokens or cost.cache_write:
+            # Made on first use: most vendors report no cache writes, and their series would stay at zero.
+            t_write, c_write = self._cache_write_children(provider, model, team, currency)
+            if usage.cache_write_tokens:
+                t_write.inc(usage.cache_write_tokens)
+            if cost.cache_write:
+                c_write.inc(float(cost.cache_write_reporting))
         if baseline_cost is not None:
             saved = baseline_cost - cost.total_reporting
             child = self.savings_child(team, currency)  # the series exists from the first request on

@@ -137,9 +137,11 @@ class Pipeline:
                 await _shared_state(self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens),
                                     request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
-                                 facts.prompt_tokens, parsed.stream)
+                                 facts.prompt_tokens, parsed.stream, dialect.api)
             if lookup is not None:
                 books.on_answer = self._prefix_sent(lookup, prices)
+            elif self.s.prefix_cache is not None and facts.mode == "chat":
+                books.on_answer = self.s.prefix_cache.unpredicted
             if self.s.budgets is not None and _applies(self.s.budgets, identity):
                 worst = self._worst_case(facts, attempts, prices, started_at)
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
@@ -219,7 +221,8 @@ class Pipeline:
 
     def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
                     now: datetime) -> Decimal:
-        """Most any attempt could cost: the prompt at input price plus every allowed output token."""
+        """Most any attempt could cost: the prompt at input price (at the cache-write price where writing costs
+        more: the vendor may write all of it to its cache) plus every allowed output token."""
         worst = Decimal(0)
         for c in attempts:
             d = c.deployment
@@ -227,7 +230,9 @@ class Pipeline:
             if out is None:
                 out = d.max_output_tokens if d.max_output_tokens is not None else d.context_window - facts.prompt_tokens
             up = unit_prices(prices.prices[d.key], facts.prompt_tokens, now)
-            worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency)))
+            written = facts.prompt_tokens if up.cache_write > up.input else 0
+            worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency),
+                                             cache_write_tokens=written))
         return worst
 
     async def _attempt_all(self, dialect: ClientDialect, parsed: ParsedRequest, attempts: tuple[Candidate, ...],

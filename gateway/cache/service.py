@@ -135,6 +135,12 @@ class PrefixCache:
                 store.in_background(store.forget(d.key, stale))
 
 
+    def unpredicted(self, d: Deployment, usage: Usage) -> None:
+        """An answer for which nothing was predicted (no deployment of its pool caches, as configured): what the
+        vendor served from its cache anyway is counted as unpredicted."""
+        if usage.cached_input_tokens and usage.source == "provider" and self.metrics is not None:
+            self.metrics.record_cache_prediction(d.provider, d.model, 0, 0, usage.cached_input_tokens)
+
     async def aclose(self) -> None:
         """Wait for the Redis writes still in flight (at shutdown)."""
         if isinstance(self.store, RedisPrefixStore):
@@ -142,7 +148,11 @@ class PrefixCache:
 
 
 def build_prefix_cache(settings: Mapping[DeploymentKey, CacheSettings], counter: Any, redis: Any, redis_prefix: str,
-                       metrics: Metrics | None) -> PrefixCache:
+                       metrics: Metrics | None, deployments: Sequence[Deployment] = ()) -> PrefixCache:
     store: LocalPrefixStore | RedisPrefixStore = (RedisPrefixStore(redis, redis_prefix) if redis is not None
                                                   else LocalPrefixStore())
+    if metrics is not None:  # every chat deployment's series exist from the start (dashboards see zeros)
+        for d in deployments:
+            if d.mode == "chat":
+                metrics.record_cache_prediction(d.provider, d.model, 0, 0, 0)
     return PrefixCache(settings, PrefixHasher(counter), store, metrics)
