@@ -113,6 +113,13 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def console_routers() -> tuple[Any, ...]:
+    """The web console's routes (`/console`), imported here so that Jinja2 loads only with the app."""
+    from gateway.console import routes, routes_manage, routes_prices
+
+    return routes.router, routes_prices.router, routes_manage.router
+
+
 def create_app(config: Config, **overrides: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +133,7 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
 
     app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
-                   admin_reports.router):
+                   admin_reports.router, *console_routers()):
         app.include_router(router)
 
     @app.exception_handler(GatewayError)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +27,9 @@ from gateway.ledger.tables import BASE_SCALE, ledger
 from gateway.money import EXACT
 
 GROUP_BY_CHOICES = ("day", "month", "team", "key", "route", "provider", "model")
+# Columns a report can be narrowed to one value of (the console's filters); `api` once the ledger has it.
+FILTER_CHOICES = tuple(c for c in ("team", "key", "route", "provider", "model", "api")
+                       if (c == "key" and "key_id" in ledger.c) or c in ledger.c)
 SUMMED_MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")
 _ZERO = Decimal(0)
 _E9 = Decimal("1e-9")
@@ -100,11 +103,21 @@ def _combine(values: Sequence[Any], dialect: str) -> Decimal:
     return EXACT.add(EXACT.add(Decimal(whole), EXACT.multiply(Decimal(hi), _E9)), EXACT.multiply(Decimal(lo), _E18))
 
 
-def _in_window(window: Window) -> sa.ColumnElement[bool]:
-    return sa.and_(ledger.c.started_at >= window.start, ledger.c.started_at < window.end)
+Filters = Mapping[str, str]
 
 
-async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence[str]) -> list[Partial]:
+def _in_window(window: Window, filters: Filters | None = None) -> sa.ColumnElement[bool]:
+    """Rows of the window, narrowed to `filters` ({column: value}; names from FILTER_CHOICES)."""
+    clauses = [ledger.c.started_at >= window.start, ledger.c.started_at < window.end]
+    for name, value in sorted((filters or {}).items()):
+        if name not in FILTER_CHOICES:
+            raise ValueError(f"unknown filter {name!r} (choose from {', '.join(FILTER_CHOICES)})")
+        clauses.append(ledger.c["key_id" if name == "key" else name] == value)
+    return sa.and_(*clauses)
+
+
+async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence[str],
+                         filters: Filters | None = None) -> list[Partial]:
     dialect = engine.dialect.name
     groups = [group_expr(g, dialect, window.offset).label(f"g{i}") for i, g in enumerate(group_by)]
     has_baseline = (ledger.c.baseline_cost.is_not(None)).label("has_baseline")
@@ -118,7 +131,7 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
             sa.func.sum(ledger.c.output_tokens),
             *(e for m in SUMMED_MONEY for e in _money_sums(m, dialect)),
         )
-        .where(_in_window(window))
+        .where(_in_window(window, filters))
         .group_by(*groups, ledger.c.price_version, has_baseline, *([] if dialect == "postgresql" else [scale]))
     )
     n = len(groups)
@@ -140,16 +153,17 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
                 start = n + 8 + i * width
                 p.money[m] = EXACT.add(p.money[m], _combine(row[start:start + width], dialect))
         if wide:
-            await _add_wide_rows(conn, window, groups, partials)
+            await _add_wide_rows(conn, window, groups, partials, filters)
     return list(partials.values())
 
 
 async def _add_wide_rows(conn: AsyncConnection, window: Window,
-                         groups: list[sa.Label[Any]], partials: dict[tuple[Any, ...], Partial]) -> None:
+                         groups: list[sa.Label[Any]], partials: dict[tuple[Any, ...], Partial],
+                         filters: Filters | None = None) -> None:
     """Exact Python sums for the rare rows whose money has more than 18 decimals (SQLite only)."""
     stmt = sa.select(*groups, ledger.c.price_version, ledger.c.baseline_cost.is_not(None),
                      *(ledger.c[m] for m in SUMMED_MONEY)).where(
-        _in_window(window), ledger.c.money_scale != BASE_SCALE)
+        _in_window(window, filters), ledger.c.money_scale != BASE_SCALE)
     n = len(groups)
     for row in (await conn.execute(stmt)).all():
         p = partials[(tuple(row[:n]), row[n], bool(row[n + 1]))]
@@ -185,3 +199,13 @@ async def stream_usage(engine: AsyncEngine, window: Window, batch: int = 5000) -
         async for part in result.partitions(batch):
             for row in part:
                 yield UsageRow(*row)
+
+
+async def recent_requests(engine: AsyncEngine, limit: int) -> list[tuple[str, int, int]]:
+    """(route, prompt tokens, output tokens) of the newest successful requests (newest first): the sample a
+    price-change preview re-ranks. Prompt tokens count cached ones too (the router prices a prompt as a whole)."""
+    stmt = (sa.select(ledger.c.route, ledger.c.input_tokens, ledger.c.cached_input_tokens, ledger.c.output_tokens)
+            .where(ledger.c.status == "success").order_by(ledger.c.started_at.desc()).limit(limit))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [(r[0], int(r[1] or 0) + int(r[2] or 0), int(r[3] or 0)) for r in rows]

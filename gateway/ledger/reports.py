@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -30,6 +30,7 @@ COLUMNS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "
            "output_cost", "total_cost", "baseline_cost", "savings", "currency")
 FORMATS = ("table", "csv", "json")
 _DIVIDE = Context(prec=28)
+_COUNTS = tuple(f.name for f in fields(Partial) if f.type in ("int", int) and f.name != "price_version")
 _ZERO = Decimal(0)
 
 
@@ -150,6 +151,29 @@ def _partial_line(p: Partial, currency: str, fx_for_version: FxForVersion | None
                 baseline, savings)
 
 
+def regroup(partials: Iterable[Partial], fetched: Sequence[str], wanted: Sequence[str]) -> list[Partial]:
+    """Partials fetched grouped by `fetched`, re-summed (exactly) as if fetched grouped by `wanted` (a subset).
+
+    Partials sharing the new keys, price version and baseline presence are merged before any conversion, so a
+    report built from the result is identical, digit for digit, to one built from `fetch_partials(wanted)`: one
+    query can serve a page's chart and its table.
+    """
+    index = [list(fetched).index(g) for g in wanted]
+    merged: dict[tuple[Any, ...], Partial] = {}
+    for p in partials:
+        keys = tuple(p.keys[i] for i in index)
+        m = merged.get((keys, p.price_version, p.has_baseline))
+        if m is None:
+            merged[(keys, p.price_version, p.has_baseline)] = replace(p, keys=keys, money=dict(p.money))
+            continue
+        m.reporting_currency = m.reporting_currency or p.reporting_currency
+        for f in _COUNTS:  # requests and every token count, whatever directions the ledger records
+            setattr(m, f, getattr(m, f) + getattr(p, f))
+        for name, amount in p.money.items():
+            m.money[name] = EXACT.add(m.money.get(name, _ZERO), amount)
+    return list(merged.values())
+
+
 def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence[str], currency: str,
                  fx_for_version: FxForVersion | None = None) -> Report:
     groups: dict[tuple[str, ...], list[Line]] = {}
@@ -166,7 +190,8 @@ def money_str(amount: Decimal | None) -> str:
     return "" if amount is None else exact_text(amount)
 
 
-def _cells(line: Line, currency: str) -> dict[str, Any]:
+def line_cells(line: Line, currency: str) -> dict[str, Any]:
+    """One report line as its CSV cells (money as exact text, empty where there is no amount)."""
     cells: dict[str, Any] = {}
     for f in fields(Line):
         v = getattr(line, f.name)
@@ -180,14 +205,14 @@ def to_csv(report: Report) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*report.group_by, *COLUMNS])
     for keys, line in report.rows:
-        cells = _cells(line, report.currency)
+        cells = line_cells(line, report.currency)
         w.writerow([*keys, *(cells[c] for c in COLUMNS)])
     return buf.getvalue()
 
 
 def to_json_obj(report: Report) -> dict[str, Any]:
     def obj(line: Line, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-        cells = _cells(line, report.currency)
+        cells = line_cells(line, report.currency)
         for money in ("baseline_cost", "savings"):
             cells[money] = cells[money] or None
         return {**dict(zip(report.group_by, keys)), **cells}
@@ -205,9 +230,9 @@ def to_json(report: Report) -> str:
 
 def to_table(report: Report) -> str:
     header = [*report.group_by, *COLUMNS]
-    body = [[*keys, *(str(_cells(line, report.currency)[c]) for c in COLUMNS)] for keys, line in report.rows]
+    body = [[*keys, *(str(line_cells(line, report.currency)[c]) for c in COLUMNS)] for keys, line in report.rows]
     label = ["TOTAL", *[""] * (len(report.group_by) - 1)] if report.group_by else []
-    total = [*label, *(str(_cells(report.total, report.currency)[c]) for c in COLUMNS)]
+    total = [*label, *(str(line_cells(report.total, report.currency)[c]) for c in COLUMNS)]
     return render_table(header, body, total, numeric_from=len(report.group_by))
 
 
