@@ -37,7 +37,8 @@ def _nice_max(value: float) -> float:
 
 
 def _axis_label(value: float) -> str:
-    return f"{value:,.4g}"
+    """Plain decimals (0.0000625, not 6.25e-05): these are money amounts."""
+    return format(Decimal(f"{value:.4g}").normalize(), "f") if value else "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def stacked_bars(data: Bars, currency: str) -> Markup:
     top = _nice_max(float(max(totals.values())))
     plot_w, plot_h = W - LEFT - 8, H - BOTTOM - TOP
     slot = plot_w / len(data.days)
-    bar = max(1.0, slot * 0.7)
+    bar = min(48.0, max(1.0, slot * 0.7))
     parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="spend by day">']
     for i in range(5):
         y = TOP + plot_h - plot_h * i / 4
