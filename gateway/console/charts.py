@@ -91,14 +91,18 @@ def step_chart(series: Mapping[str, Sequence[tuple[datetime, Decimal]]], now: da
     if not points:
         return Markup('<p class="empty">No price history.</p>')
     w, h, left, bottom, top_pad = 380, 130, 52, 22, 8
-    start = min(t for t, _ in points).timestamp()
-    end = max(now.timestamp(), max(t for t, _ in points).timestamp())
+    # The seed version is in force "from 1970": an axis from there would squeeze every real change into the right
+    # edge. The axis starts a little before the first real change (or a day before now), older values held there.
+    real = [t.timestamp() for t, _ in points if t.year > 1970]
+    end = max([now.timestamp(), *real])
+    first = min(real, default=now.timestamp() - 86400)
+    start = first - max((end - first) * 0.15, 3600.0)
     end += max((end - start) * 0.08, 60.0)
     top = _nice_max(float(max(v for _, v in points)))
     plot_w, plot_h = w - left - 6, h - bottom - top_pad
 
     def px(t: float) -> float:
-        return left + plot_w * (t - start) / (end - start)
+        return left + plot_w * (max(t, start) - start) / (end - start)
 
     def py(v: Decimal) -> float:
         return top_pad + plot_h - plot_h * float(v) / top
