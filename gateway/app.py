@@ -20,6 +20,7 @@ from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, op
 from gateway.http.errors import error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
+from gateway.ledger.rollup import Roller
 from gateway.ledger.writer import SqlLedger
 from gateway.limits.wiring import build_limits
 from gateway.metrics import Metrics
@@ -32,6 +33,9 @@ from gateway.providers.registry import build_providers
 from gateway.db import create_engine
 from gateway.services import Services
 from gateway.tokens import TokenCounter
+
+
+ROLLUP_SETTLE_MARGIN_S = 600.0
 
 
 def default_replica_id() -> str:
@@ -80,7 +84,9 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     services.closers.insert(0, ledger.stop)
     feeds = PriceFeeds(config, price_store, metrics)
     gauges = PriceGaugeWatcher(metrics, lambda: price_store.book, services.deployments)
-    for part in (feeds, gauges):
+    # Closed ledger days rolled up for fast reports; a day is closed once no row of it can still be open.
+    roller = Roller(engine, settle_s=stale_after_for(config) + ROLLUP_SETTLE_MARGIN_S)
+    for part in (feeds, gauges, roller):
         await part.start()
         services.closers.insert(0, part.stop)
     return services

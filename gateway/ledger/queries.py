@@ -15,10 +15,10 @@ have one). Day and month buckets are computed in SQL from UTC time shifted by th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -60,6 +60,10 @@ class Partial:
     money: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(SUMMED_MONEY, _ZERO))
 
 
+# requests and every token count (whatever directions the ledger records): the Partial fields that add up
+COUNT_FIELDS = tuple(f.name for f in fields(Partial) if f.type in ("int", int) and f.name != "price_version")
+
+
 def _bucket(fmt: str, dialect: str, offset: timedelta) -> sa.ColumnElement[Any]:
     col = ledger.c.started_at
     minutes = int(offset.total_seconds() // 60)
@@ -84,8 +88,8 @@ def group_expr(name: str, dialect: str, offset: timedelta) -> sa.ColumnElement[A
     raise ValueError(f"unknown group-by column {name!r} (choose from {', '.join(GROUP_BY_CHOICES)})")
 
 
-def _money_sums(name: str, dialect: str) -> list[sa.ColumnElement[Any]]:
-    col = ledger.c[name]
+def money_sums(col: sa.ColumnElement[Any], dialect: str) -> list[sa.ColumnElement[Any]]:
+    """The SQL sums of one money column (fixed-point text on SQLite: three int64 pieces; NUMERIC on PostgreSQL)."""
     if dialect == "postgresql":
         return [sa.func.sum(col)]
     raw = sa.type_coerce(col, sa.String)  # the stored text, not the Decimal the column type would return
@@ -96,7 +100,8 @@ def _money_sums(name: str, dialect: str) -> list[sa.ColumnElement[Any]]:
     ]
 
 
-def _combine(values: Sequence[Any], dialect: str) -> Decimal:
+def combine(values: Sequence[Any], dialect: str) -> Decimal:
+    """The exact sum from `money_sums`' results."""
     if dialect == "postgresql":
         return _ZERO if values[0] is None else Decimal(values[0])
     whole, hi, lo = (0 if v is None else int(v) for v in values)
@@ -117,7 +122,40 @@ def _in_window(window: Window, filters: Filters | None = None) -> sa.ColumnEleme
 
 
 async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence[str],
-                         filters: Filters | None = None) -> list[Partial]:
+                         filters: Filters | None = None, *, use_rollup: bool = True) -> list[Partial]:
+    """Per-group sums over the window (narrowed to `filters`). Whole UTC days that are rolled up
+    (`gateway/ledger/rollup.py`) are read from their roll-up, the rest from the ledger; the two merge exactly."""
+    from gateway.ledger import rollup
+
+    if use_rollup and rollup.usable(group_by, filters, window):
+        span = await rollup.rolled_span(engine, window)
+        if span is not None:
+            parts = await rollup.fetch_rolled(engine, *span, group_by, filters)
+            for start, end in ((window.start, span[0]), (span[1], window.end)):
+                if end > start:
+                    parts += await _fetch_ledger(engine, Window(start, end, window.offset), group_by, filters)
+            return merge(parts)
+    return await _fetch_ledger(engine, window, group_by, filters)
+
+
+def merge(partials: Iterable[Partial]) -> list[Partial]:
+    """Partials with the same keys, price version and baseline presence added up (exactly) into one."""
+    merged: dict[tuple[Any, ...], Partial] = {}
+    for p in partials:
+        m = merged.get((p.keys, p.price_version, p.has_baseline))
+        if m is None:
+            merged[(p.keys, p.price_version, p.has_baseline)] = replace(p, money=dict(p.money))
+            continue
+        m.reporting_currency = m.reporting_currency or p.reporting_currency
+        for f in COUNT_FIELDS:
+            setattr(m, f, getattr(m, f) + getattr(p, f))
+        for name, amount in p.money.items():
+            m.money[name] = EXACT.add(m.money.get(name, _ZERO), amount)
+    return list(merged.values())
+
+
+async def _fetch_ledger(engine: AsyncEngine, window: Window, group_by: Sequence[str],
+                        filters: Filters | None = None) -> list[Partial]:
     dialect = engine.dialect.name
     groups = [group_expr(g, dialect, window.offset).label(f"g{i}") for i, g in enumerate(group_by)]
     has_baseline = (ledger.c.baseline_cost.is_not(None)).label("has_baseline")
@@ -129,7 +167,7 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
             sa.func.max(ledger.c.reporting_currency), sa.func.count(),
             sa.func.sum(ledger.c.input_tokens), sa.func.sum(ledger.c.cached_input_tokens),
             sa.func.sum(ledger.c.output_tokens),
-            *(e for m in SUMMED_MONEY for e in _money_sums(m, dialect)),
+            *(e for m in SUMMED_MONEY for e in money_sums(ledger.c[m], dialect)),
         )
         .where(_in_window(window, filters))
         .group_by(*groups, ledger.c.price_version, has_baseline, *([] if dialect == "postgresql" else [scale]))
@@ -151,7 +189,7 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
                 continue
             for i, m in enumerate(SUMMED_MONEY):
                 start = n + 8 + i * width
-                p.money[m] = EXACT.add(p.money[m], _combine(row[start:start + width], dialect))
+                p.money[m] = EXACT.add(p.money[m], combine(row[start:start + width], dialect))
         if wide:
             await _add_wide_rows(conn, window, groups, partials, filters)
     return list(partials.values())

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from gateway.ledger.queries import GROUP_BY_CHOICES, Partial, Window
+from gateway.ledger.queries import GROUP_BY_CHOICES, Partial, Window, merge
 from gateway.money import EXACT
 from gateway.money import money_str as exact_text
 from gateway.prices.book import PriceBook
@@ -30,7 +30,6 @@ COLUMNS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "
            "output_cost", "total_cost", "baseline_cost", "savings", "currency")
 FORMATS = ("table", "csv", "json")
 _DIVIDE = Context(prec=28)
-_COUNTS = tuple(f.name for f in fields(Partial) if f.type in ("int", int) and f.name != "price_version")
 _ZERO = Decimal(0)
 
 
@@ -159,19 +158,7 @@ def regroup(partials: Iterable[Partial], fetched: Sequence[str], wanted: Sequenc
     query can serve a page's chart and its table.
     """
     index = [list(fetched).index(g) for g in wanted]
-    merged: dict[tuple[Any, ...], Partial] = {}
-    for p in partials:
-        keys = tuple(p.keys[i] for i in index)
-        m = merged.get((keys, p.price_version, p.has_baseline))
-        if m is None:
-            merged[(keys, p.price_version, p.has_baseline)] = replace(p, keys=keys, money=dict(p.money))
-            continue
-        m.reporting_currency = m.reporting_currency or p.reporting_currency
-        for f in _COUNTS:  # requests and every token count, whatever directions the ledger records
-            setattr(m, f, getattr(m, f) + getattr(p, f))
-        for name, amount in p.money.items():
-            m.money[name] = EXACT.add(m.money.get(name, _ZERO), amount)
-    return list(merged.values())
+    return merge(replace(p, keys=tuple(p.keys[i] for i in index)) for p in partials)
 
 
 def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence[str], currency: str,
