@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -28,7 +29,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.ledger import queries as Q
-from gateway.ledger.tables import BASE_SCALE, Money, UtcDateTime, ledger
+from gateway.ledger.tables import BASE_SCALE, UtcDateTime, ledger
+from gateway.money import EXACT
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ DIMS = ("team", "route", "provider", "model")
 COUNTS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens")
 RECHECK_DAYS = 40  # the roller re-counts this many recent rolled-up days on each pass
 MAX_DAYS_PER_PASS = 62
+PIECES = ("units", "nano", "atto")  # a money sum as integers: units, decimals 1-9, decimals 10-18
+_E9 = Decimal(10) ** 9
 
 _md = sa.MetaData()
 rollup_days = sa.Table(
@@ -52,7 +56,7 @@ rollup = sa.Table(
     sa.Column("has_baseline", sa.Boolean, nullable=False),
     sa.Column("reporting_currency", sa.String(3)),
     *(sa.Column(c, sa.BigInteger, nullable=False) for c in COUNTS),
-    *(sa.Column(m, Money()) for m in Q.SUMMED_MONEY),
+    *(sa.Column(f"{m}_{piece}", sa.BigInteger, nullable=False) for m in Q.SUMMED_MONEY for piece in PIECES),
 )
 
 
@@ -108,14 +112,12 @@ def _group(name: str) -> sa.ColumnElement[Any]:
 
 async def fetch_rolled(engine: AsyncEngine, start: datetime, end: datetime, group_by: Sequence[str],
                        filters: Mapping[str, str] | None) -> list[Q.Partial]:
-    dialect = engine.dialect.name
     groups = [_group(g).label(f"g{i}") for i, g in enumerate(group_by)]
-    width = 1 if dialect == "postgresql" else 3
     where = [rollup.c.day >= start.date().isoformat(), rollup.c.day < end.date().isoformat(),
              *(rollup.c[k] == v for k, v in sorted((filters or {}).items()))]
     stmt = (sa.select(*groups, rollup.c.price_version, rollup.c.has_baseline,
                       sa.func.max(rollup.c.reporting_currency), *(sa.func.sum(rollup.c[c]) for c in COUNTS),
-                      *(e for m in Q.SUMMED_MONEY for e in Q.money_sums(rollup.c[m], dialect)))
+                      *(sa.func.sum(rollup.c[f"{m}_{piece}"]) for m in Q.SUMMED_MONEY for piece in PIECES))
             .where(*where).group_by(*groups, rollup.c.price_version, rollup.c.has_baseline))
     n, out = len(groups), []
     async with engine.connect() as conn:
@@ -124,13 +126,24 @@ async def fetch_rolled(engine: AsyncEngine, start: datetime, end: datetime, grou
             for i, c in enumerate(COUNTS):
                 setattr(p, c, int(row[n + 3 + i] or 0))
             for i, m in enumerate(Q.SUMMED_MONEY):
-                first = n + 3 + len(COUNTS) + i * width
-                p.money[m] = Q.combine(row[first:first + width], dialect)
+                first = n + 3 + len(COUNTS) + i * len(PIECES)
+                p.money[m] = Q.combine(row[first:first + len(PIECES)], "sqlite")  # the same three pieces
             out.append(p)
     return out
 
 
 # ------------------------------------------------------------------------------------------------ writing
+def pieces(amount: Decimal) -> tuple[int, int, int]:
+    """A non-negative sum with at most 18 decimals as (units, decimals 1-9, decimals 10-18); exact or ValueError."""
+    units = int(amount)
+    nano_full = EXACT.multiply(EXACT.subtract(amount, Decimal(units)), _E9)
+    nano = int(nano_full)
+    atto_full = EXACT.multiply(EXACT.subtract(nano_full, Decimal(nano)), _E9)
+    if amount < 0 or atto_full != int(atto_full):
+        raise ValueError(f"{amount} is not a non-negative amount with at most 18 decimals")
+    return units, nano, int(atto_full)
+
+
 async def roll_up_day(engine: AsyncEngine, day: date) -> bool:
     """Roll up one closed day; False (nothing stored) while it has open rows or money beyond the base scale."""
     start, end = _utc_day(day), _utc_day(day + timedelta(days=1))
@@ -143,9 +156,14 @@ async def roll_up_day(engine: AsyncEngine, day: date) -> bool:
         return False
     # Counted before summing: a row that lands in between makes the count short, never the sums.
     parts = await Q.fetch_partials(engine, Q.Window(start, end), ("day", *DIMS), use_rollup=False)
-    values = [{"day": p.keys[0], **dict(zip(DIMS, p.keys[1:])), "price_version": p.price_version,
-               "has_baseline": p.has_baseline, "reporting_currency": p.reporting_currency,
-               **{c: getattr(p, c) for c in COUNTS}, **p.money} for p in parts]
+    try:
+        values = [{"day": p.keys[0], **dict(zip(DIMS, p.keys[1:])), "price_version": p.price_version,
+                   "has_baseline": p.has_baseline, "reporting_currency": p.reporting_currency,
+                   **{c: getattr(p, c) for c in COUNTS},
+                   **{f"{m}_{piece}": v for m in Q.SUMMED_MONEY for piece, v in zip(PIECES, pieces(p.money[m]))}}
+                  for p in parts]
+    except ValueError:  # a sum the pieces cannot hold exactly: the day stays in the ledger only
+        return False
     try:
         async with engine.begin() as conn:
             await conn.execute(rollup.delete().where(rollup.c.day == day.isoformat()))

@@ -14,7 +14,6 @@ NAME = "ledger daily roll-ups"
 
 def upgrade(conn: sa.Connection) -> None:
     md = sa.MetaData()
-    money = sa.Numeric() if conn.dialect.name == "postgresql" else sa.Text()
     sa.Table(
         "ledger_rollup_days",
         md,
@@ -37,10 +36,11 @@ def upgrade(conn: sa.Connection) -> None:
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
-        sa.Column("input_cost_reporting", money),
-        sa.Column("cached_input_cost_reporting", money),
-        sa.Column("output_cost_reporting", money),
-        sa.Column("baseline_cost", money),
+        # Each money sum as three exact integers: units, then decimals 1-9 and 10-18 (each below 1e9), so summing
+        # them is integer addition on both backends (no text parsing per row).
+        *(sa.Column(f"{m}_{piece}", sa.BigInteger, nullable=False)
+          for m in ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")
+          for piece in ("units", "nano", "atto")),
         sa.Index("ix_ledger_rollup_day", "day"),
     )
     md.create_all(conn)

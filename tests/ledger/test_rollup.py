@@ -88,3 +88,14 @@ def test_reports_by_key_or_at_an_offset_read_the_ledger() -> None:
 @pytest.mark.parametrize("n", [0])
 async def test_an_empty_ledger_rolls_nothing(engine: AsyncEngine, n: int) -> None:
     assert await rollup.roll_up_closed(engine, LATER, settle_s=0) == n
+
+
+def test_money_pieces_are_exact_or_refused() -> None:
+    from gateway.ledger.queries import combine
+
+    for text in ("0", "1", "0.000000000000000001", "123456789012345.123456789987654321", "7.1"):
+        amount = Decimal(text)
+        assert combine(rollup.pieces(amount), "sqlite") == amount
+    for bad in ("0.0000000000000000001", "-1"):
+        with pytest.raises(ValueError):
+            rollup.pieces(Decimal(bad))
