@@ -16,7 +16,7 @@ from gateway.config.load import load_config, resolve_config_path
 from gateway.config.schema import Config
 from gateway.errors import BadRequest, GatewayError
 from gateway import db
-from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
+from gateway.http import admin_keys, admin_prices, admin_reports, messages_routes, ops_routes, openai_routes
 from gateway.http.errors import error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
@@ -111,10 +111,10 @@ class GatewayApp(FastAPI):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            mode = openai_routes.HOT_ROUTES.get(scope["path"])
-            if mode is not None and not scope.get("root_path"):
+            api = openai_routes.HOT_ROUTES.get(scope["path"])
+            if api is not None and not scope.get("root_path"):
                 scope["app"] = self
-                await openai_routes.hot_post(self, mode, scope, receive, send)
+                await openai_routes.hot_post(self, api, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -138,8 +138,8 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
             await stop_services(services)
 
     app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
-                   admin_reports.router, *console_routers()):
+    for router in (openai_routes.router, messages_routes.router, ops_routes.router, admin_prices.router,
+                   admin_keys.router, admin_reports.router, *console_routers()):
         app.include_router(router)
 
     @app.exception_handler(GatewayError)

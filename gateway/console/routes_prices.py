@@ -21,11 +21,13 @@ from gateway.errors import GatewayError
 from gateway.http.admin_prices import put_result
 from gateway.ledger.queries import recent_requests
 from gateway.prices import operations as ops
-from gateway.prices.formats import FORMATS, parse
+from gateway.prices.formats import FORMATS, PRICE_FIELDS, parse
 
 router = APIRouter(prefix="/console")
 signed_in = Depends(web.require_session)
-CHANGE_FIELDS = ("input", "output", "cached_input", "currency", "per")
+# The price fields a change may set (tiers and off-peak windows are set through the API or a price file).
+CHANGE_FIELDS = tuple(f for f in ("input", "output", "cached_input", "cache_write", "currency", "per")
+                      if f in PRICE_FIELDS)
 PREVIEW_SAMPLE = 1000  # the newest successful requests a price change is previewed against
 
 

@@ -27,6 +27,10 @@ class ParsedRequest:
     body: dict[str, Any]  # what is forwarded (the `gateway` field removed; model replaced per attempt)
     stream: bool
     client_wants_usage: bool
+    api: str = "chat"  # the inbound API (gateway/dialects): the ledger's `api` column
+    native: dict[str, Any] | None = None  # the client's own body, for pass-through to a same-dialect vendor
+    native_only: tuple[str, ...] = ()  # what of `native` the canonical body cannot carry (pass-through only)
+    context: Any = None  # what a translating dialect keeps for its answer (the Responses echo)
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -153,7 +157,13 @@ def _model(body: Mapping[str, Any]) -> str:
 
 
 def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, default_output: int) -> ParsedRequest:
-    body = parse_json_body(raw)
+    return chat_request(parse_json_body(raw), headers, counter, default_output)
+
+
+def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: TokenCounter, default_output: int, *,
+                 api: str = "chat", native: dict[str, Any] | None = None, context: Any = None) -> ParsedRequest:
+    """A chat-completions body (the client's, or one a dialect translated to) -> the canonical parsed request.
+    Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself."""
     model = _model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -178,7 +188,7 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, de
         constraints=constraints,
     )
     wants_usage = bool(stream and opts and opts.get("include_usage"))
-    return ParsedRequest(facts, body, stream, wants_usage)
+    return ParsedRequest(facts, body, stream, wants_usage, api, native, context)
 
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:
@@ -191,4 +201,4 @@ def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounte
     mode: Mode = "embedding"
     facts = RequestFacts(model=model, mode=mode, prompt_tokens=counter.count_embedding_input(value),
                          requested_output_tokens=None, expected_output_tokens=0, constraints=constraints)
-    return ParsedRequest(facts, body, False, False)
+    return ParsedRequest(facts, body, False, False, "embeddings")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-VERSION = 6
+VERSION = 7
 NAME = "ledger daily roll-ups"
 
 
