@@ -1,8 +1,9 @@
 """The spend page's data: the same report functions as `gateway report` and `GET /admin/reports/spend`
 (`queries.fetch_partials` -> `reports.build_report`), one query for the chart and the table together.
 
-The chart needs (day, stack) and the table its own group-by; both are subsets of one grouping, fetched once and
-re-summed exactly by `reports.regroup`, so the page reads a month of the ledger once.
+The chart needs (day, stack) and the table its own group-by. From the daily roll-ups these are two small queries;
+from the ledger itself (a report by key, or at a non-UTC offset) one query over both groupings, re-summed exactly
+by `reports.regroup`, so the page reads the ledger once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from gateway.console.charts import Bars
-from gateway.ledger import reports
+from gateway.ledger import reports, rollup
 from gateway.ledger.queries import FILTER_CHOICES, GROUP_BY_CHOICES, fetch_partials
 from gateway.prices.book import PriceBook
 
@@ -64,12 +65,19 @@ class SpendPage:
 
 async def load(engine: Any, book: PriceBook, q: SpendQuery) -> SpendPage:
     window = reports.make_window(q.start, q.end)
-    fetched = tuple(dict.fromkeys(("day", q.stack, *q.group_by)))
-    partials = await fetch_partials(engine, window, fetched, q.filters)
     fx = reports.fx_from_book(book)
-    table = reports.build_report(reports.regroup(partials, fetched, q.group_by), window, q.group_by, q.currency, fx)
-    by_day = reports.build_report(reports.regroup(partials, fetched, ("day", q.stack)), window, ("day", q.stack),
-                                  q.currency, fx)
+    chart_groups = ("day", q.stack)
+    if rollup.usable((*chart_groups, *q.group_by), q.filters, window):
+        # Whole days come from the daily roll-ups: two small queries beat one over the product of both groupings.
+        table_parts = await fetch_partials(engine, window, q.group_by, q.filters)
+        chart_parts = await fetch_partials(engine, window, chart_groups, q.filters)
+    else:  # the ledger itself: read it once, re-sum for the chart and the table
+        fetched = tuple(dict.fromkeys((*chart_groups, *q.group_by)))
+        partials = await fetch_partials(engine, window, fetched, q.filters)
+        table_parts = reports.regroup(partials, fetched, q.group_by)
+        chart_parts = reports.regroup(partials, fetched, chart_groups)
+    table = reports.build_report(table_parts, window, q.group_by, q.currency, fx)
+    by_day = reports.build_report(chart_parts, window, chart_groups, q.currency, fx)
     return SpendPage(table, bars(by_day))
 
 

@@ -15,10 +15,10 @@ have one). Day and month buckets are computed in SQL from UTC time shifted by th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -105,7 +105,8 @@ def combine(values: Sequence[Any], dialect: str) -> Decimal:
     if dialect == "postgresql":
         return _ZERO if values[0] is None else Decimal(values[0])
     whole, hi, lo = (0 if v is None else int(v) for v in values)
-    return EXACT.add(EXACT.add(Decimal(whole), EXACT.multiply(Decimal(hi), _E9)), EXACT.multiply(Decimal(lo), _E18))
+    # One integer of 1e-18 units, then an exact shift of the exponent (no rounding: EXACT traps instead).
+    return Decimal(whole * 10**18 + hi * 10**9 + lo).scaleb(-18, EXACT)
 
 
 Filters = Mapping[str, str]
@@ -131,26 +132,35 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
         span = await rollup.rolled_span(engine, window)
         if span is not None:
             parts = await rollup.fetch_rolled(engine, *span, group_by, filters)
-            for start, end in ((window.start, span[0]), (span[1], window.end)):
-                if end > start:
-                    parts += await _fetch_ledger(engine, Window(start, end, window.offset), group_by, filters)
+            rest = [Window(start, end, window.offset) for start, end in ((window.start, span[0]),
+                                                                         (span[1], window.end)) if end > start]
+            if not rest:
+                return parts  # already one per (keys, version, baseline): the roll-up query grouped them
+            for sub in rest:
+                parts += await _fetch_ledger(engine, sub, group_by, filters)
             return merge(parts)
     return await _fetch_ledger(engine, window, group_by, filters)
 
 
-def merge(partials: Iterable[Partial]) -> list[Partial]:
-    """Partials with the same keys, price version and baseline presence added up (exactly) into one."""
+def merge(partials: Iterable[Partial], keys: Callable[[Partial], tuple[Any, ...]] | None = None) -> list[Partial]:
+    """Partials with the same keys (or `keys(p)`), price version and baseline presence added up exactly into
+    one. The inputs are left as they are: the results are new objects."""
     merged: dict[tuple[Any, ...], Partial] = {}
     for p in partials:
-        m = merged.get((p.keys, p.price_version, p.has_baseline))
+        k = p.keys if keys is None else keys(p)
+        m = merged.get((k, p.price_version, p.has_baseline))
         if m is None:
-            merged[(p.keys, p.price_version, p.has_baseline)] = replace(p, money=dict(p.money))
+            m = merged[(k, p.price_version, p.has_baseline)] = Partial(k, p.price_version, p.has_baseline,
+                                                                        p.reporting_currency, money=dict(p.money))
+            for f in COUNT_FIELDS:
+                setattr(m, f, getattr(p, f))
             continue
         m.reporting_currency = m.reporting_currency or p.reporting_currency
         for f in COUNT_FIELDS:
             setattr(m, f, getattr(m, f) + getattr(p, f))
+        money = m.money
         for name, amount in p.money.items():
-            m.money[name] = EXACT.add(m.money.get(name, _ZERO), amount)
+            money[name] = EXACT.add(money[name], amount) if name in money else amount
     return list(merged.values())
 
 

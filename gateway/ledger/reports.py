@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -158,7 +158,7 @@ def regroup(partials: Iterable[Partial], fetched: Sequence[str], wanted: Sequenc
     query can serve a page's chart and its table.
     """
     index = [list(fetched).index(g) for g in wanted]
-    return merge(replace(p, keys=tuple(p.keys[i] for i in index)) for p in partials)
+    return merge(partials, lambda p: tuple(p.keys[i] for i in index))
 
 
 def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence[str], currency: str,
