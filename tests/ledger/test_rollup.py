@@ -99,3 +99,12 @@ def test_money_pieces_are_exact_or_refused() -> None:
     for bad in ("0.0000000000000000001", "-1"):
         with pytest.raises(ValueError):
             rollup.pieces(Decimal(bad))
+
+
+def test_a_ledger_sum_the_rollup_lacks_turns_rollups_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.ledger import queries
+
+    utc = make_window("2026-11-01", "2026-12-01")
+    assert rollup.usable(("team",), None, utc)
+    monkeypatch.setattr(queries, "SUMMED_MONEY", (*queries.SUMMED_MONEY, "cache_write_cost_reporting"))
+    assert not rollup.usable(("team",), None, utc)
