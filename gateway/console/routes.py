@@ -155,5 +155,13 @@ async def health(request: Request, session: Session = signed_in) -> Response:
     last = dict(summary.feeds)  # shown by label: the feed's URL without credentials or query
     feeds = [(feed_label(f.url), last.get(feed_label(f.url))) for f in services.config.price_feeds]
     return web.render(request, "health.html", session, title="Health", active="health", h=summary, feeds=feeds,
-                      now=datetime.now(timezone.utc).timestamp())
+                      now=datetime.now(timezone.utc).timestamp(), spool=_spool(services))
+
+
+def _spool(services: Any) -> dict[str, Any] | None:
+    """The ledger's spool (writes journaled on local disk while the database is unreachable), where it has one."""
+    spool = getattr(services.ledger, "spool", None)
+    if spool is None:
+        return None
+    return {name: getattr(spool, name, None) for name in ("spooling", "pending", "spooled_total", "drained_total")}
 
