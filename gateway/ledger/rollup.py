@@ -238,8 +238,8 @@ class Roller:
         while True:
             try:
                 await roll_up_closed(self._engine, datetime.now(timezone.utc), self._settle_s)
-            except Exception:  # the ledger may be briefly unavailable: reports read it directly meanwhile
-                log.exception("rolling up closed ledger days failed; trying again later")
+            except Exception as e:  # the database may be briefly unavailable: reports read the ledger meanwhile
+                log.warning("rolling up closed ledger days failed (%s); trying again later", type(e).__name__)
             await asyncio.sleep(self._interval_s)
 
     async def start(self) -> None:
