@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any, Mapping
 
 import orjson
@@ -50,8 +52,7 @@ class MessagesDialect:
             chat["gateway"] = gateway_field
         parsed = chat_request(chat, headers, counter, default_output, api=self.api, native=body)
         if translated.native_only:
-            return ParsedRequest(parsed.facts, parsed.body, parsed.stream, parsed.client_wants_usage, parsed.api,
-                                 parsed.native, translated.native_only)
+            return replace(parsed, native_only=translated.native_only)
         return parsed
 
     def render(self, result: JSONResult, parsed: ParsedRequest) -> bytes:

@@ -188,7 +188,7 @@ def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: Toke
         constraints=constraints,
     )
     wants_usage = bool(stream and opts and opts.get("include_usage"))
-    return ParsedRequest(facts, body, stream, wants_usage, api, native, context)
+    return ParsedRequest(facts, body, stream, wants_usage, api, native, context=context)
 
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:
