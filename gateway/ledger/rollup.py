@@ -3,7 +3,7 @@
 A UTC day is rolled up once it is closed: it ended longer ago than a row can stay open (the recovery horizon),
 none of its rows is `in_flight`, and all its money has the ledger's base scale. Its rows are summed by the same
 query a report runs (`queries.fetch_partials`, grouped by day and every column the roll-up keeps) and stored per
-(day, team, route, provider, model, price version, baseline presence) with the day's row count, counted *before*
+(day, team, route, provider, model, api, price version, baseline presence) with the day's row count, counted *before*
 summing.
 
 Reports (`fetch_partials`) read the roll-up for the longest run of rolled-up whole days inside their window and
@@ -34,9 +34,10 @@ from gateway.money import EXACT
 
 log = logging.getLogger(__name__)
 
-DIMS = ("team", "route", "provider", "model")
-COUNTS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens")
-MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")
+DIMS = ("team", "route", "provider", "model", "api")
+COUNTS = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
+MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "cache_write_cost_reporting", "output_cost_reporting",
+         "baseline_cost")
 RECHECK_DAYS = 40  # the roller re-counts this many recent rolled-up days on each pass
 MAX_DAYS_PER_PASS = 62
 PIECES = ("units", "nano", "atto")  # a money sum as integers: units, decimals 1-9, decimals 10-18

@@ -29,17 +29,20 @@ def upgrade(conn: sa.Connection) -> None:
         sa.Column("route", sa.String(128)),
         sa.Column("provider", sa.String(64)),
         sa.Column("model", sa.String(128)),
+        sa.Column("api", sa.String(16)),
         sa.Column("price_version", sa.Integer, nullable=False),
         sa.Column("has_baseline", sa.Boolean, nullable=False),
         sa.Column("reporting_currency", sa.String(3)),
         sa.Column("requests", sa.BigInteger, nullable=False),
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("cached_input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
         # Each money sum as three exact integers: units, then decimals 1-9 and 10-18 (each below 1e9), so summing
         # them is integer addition on both backends (no text parsing per row).
         *(sa.Column(f"{m}_{piece}", sa.BigInteger, nullable=False)
-          for m in ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")
+          for m in ("input_cost_reporting", "cached_input_cost_reporting", "cache_write_cost_reporting",
+                    "output_cost_reporting", "baseline_cost")
           for piece in ("units", "nano", "atto")),
         sa.Index("ix_ledger_rollup_day", "day"),
     )

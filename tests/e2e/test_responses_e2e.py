@@ -34,8 +34,7 @@ def assert_billed_exactly(row: dict[str, Any], usage: Any | None = None) -> None
                 + Decimal(row["output_tokens"]) * output_price) / k
     assert Decimal(str(row["total_cost"])) == expected
     assert Decimal(str(row["total_cost_reporting"])) == expected  # CNY is the reporting currency
-    if "api" in row:
-        assert row["api"] == "responses"
+    assert row["api"] == "responses"
     if usage is not None:  # Responses input_tokens include cached ones
         assert usage.input_tokens == row["input_tokens"] + row["cached_input_tokens"]
         assert usage.input_tokens_details.cached_tokens == row["cached_input_tokens"]
@@ -159,3 +158,31 @@ def test_failure_after_the_first_byte_ends_with_response_failed(fresh_vendors):
         assert events[-1].response.error is not None and "deepseek" in events[-1].response.error.message
         row = ledger_rows(gw, 1)[0]
         assert row["status"] == "stream_error" and row["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_vendor_failure_before_the_first_byte_falls_back(fresh_vendors, stream):
+    fresh_vendors.control("deepseek", "error_500", count=1)
+    with GatewayThread(demo_config(fresh_vendors)) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        raw = client.responses.with_raw_response.create(model="premium", input="hi", max_output_tokens=100,
+                                                        stream=stream)
+        assert raw.headers["x-gateway-provider"] == "volcengine" and raw.headers["x-gateway-attempts"] == "2"
+        if stream:
+            events = list(raw.parse())
+            assert events[-1].type == "response.completed" and events[-1].response.output_text
+        else:
+            assert raw.parse().output_text
+        row = ledger_rows(gw, 1)[0]
+        assert row["provider"] == "volcengine" and row["attempts"] == 2
+
+
+def test_every_attempt_failing_is_a_502_in_openai_format(fresh_vendors):
+    for provider in ("deepseek", "volcengine"):
+        fresh_vendors.control(provider, "error_500", count=5)
+    with GatewayThread(demo_config(fresh_vendors)) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.responses.create(model="premium", input="hi", max_output_tokens=100)
+        assert info.value.status_code == 502
+        assert info.value.body["code"] == "upstream_unavailable" and "deepseek" in info.value.body["message"]

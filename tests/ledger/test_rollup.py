@@ -106,5 +106,5 @@ def test_a_ledger_sum_the_rollup_lacks_turns_rollups_off(monkeypatch: pytest.Mon
 
     utc = make_window("2026-11-01", "2026-12-01")
     assert rollup.usable(("team",), None, utc)
-    monkeypatch.setattr(queries, "SUMMED_MONEY", (*queries.SUMMED_MONEY, "cache_write_cost_reporting"))
+    monkeypatch.setattr(queries, "SUMMED_MONEY", (*queries.SUMMED_MONEY, "a_new_cost_reporting"))
     assert not rollup.usable(("team",), None, utc)
