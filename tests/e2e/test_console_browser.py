@@ -185,6 +185,8 @@ def test_playground_ranks_as_gateway_route(session: tuple[Any, PageProblems], st
     table = stack.cli("route", "--model", "auto", "--prompt-tokens", prompt_tokens, "--max-tokens", "50")
     expected = [(line.split()[1], line.split()[2]) for line in table.splitlines() if line[:1].isdigit()]
     assert shown == expected and len(shown) >= 3
+    headers = page.locator("#candidates thead").inner_text()
+    assert "expected cached tokens" in headers and "cold cost" in headers  # the cache assumptions, as explained
     excluded = page.locator("#excluded tbody").inner_text()
     assert "qianfan/ernie-lite-8k" in excluded and "quality" in excluded
     assert problems.errors == []
