@@ -122,6 +122,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"background": True}, "background", "unsupported_parameter"),
     ({"prompt": {"id": "pmpt_1"}}, "prompt", "unsupported_parameter"),
     ({"max_tool_calls": 3}, "max_tool_calls", "unsupported_parameter"),
+    ({"context_management": [{"type": "compaction"}]}, "context_management", "unsupported_parameter"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_parameter"),
     ({"tools": [{"type": "function", "name": "f"}, {"type": "file_search", "vector_store_ids": ["v"]}]},
      "tools[1].type", "unsupported_parameter"),
