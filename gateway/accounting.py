@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Callable
 
 from gateway.decisions.pricing import price_usage
 from gateway.domain import Cost, Deployment, LedgerEntry, PriceVersion, Usage
@@ -60,6 +61,8 @@ class RequestBooks:
     entry: LedgerEntry | None = None
     deployment: Deployment | None = None  # the one being tried now
     closed: bool = False
+    # Called with (deployment, usage) when the request ends with an answer (the prefix cache learns from it).
+    on_answer: Callable[[Deployment, Usage], None] | None = None
 
     async def open(self, d: Deployment) -> None:
         """The in-flight row, durable before the first byte goes upstream."""
@@ -115,6 +118,8 @@ class RequestBooks:
             m.observe_duration(provider, model, elapsed)
             if ttft_s is not None:
                 m.observe_ttft(provider, model, ttft_s)
+        if self.on_answer is not None and d is not None and usage is not None and status == "success":
+            self.on_answer(d, usage)
         if d is not None and usage is not None and cost is not None:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
         if self.reservation is not None and s.budgets is not None:

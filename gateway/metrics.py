@@ -77,6 +77,11 @@ class Metrics:
         self.feed_last_success = Gauge("gateway_price_feed_last_success_timestamp_seconds",
                                        "Last successful poll of a price feed", ["feed"], registry=r,
                                        multiprocess_mode="max")
+        # Prompt-cache predictions against what vendors reported, in tokens (gateway/cache): hit + miss = predicted,
+        # hit + unpredicted = what the vendor served from its cache.
+        self.cache_predicted = Counter("gateway_cache_predicted_tokens_total",
+                                       "Predicted prompt-cache tokens by outcome (hit, miss, unpredicted)",
+                                       ["provider", "model", "outcome"], registry=r)
         # Cached children of the metrics the request path updates (same series as `.labels(...)`).
         self.requests_child = _children(self.requests)
         self.duration_child = _children(self.duration)
@@ -84,6 +89,7 @@ class Metrics:
         self.upstream_errors_child = _children(self.upstream_errors)
         self.fallbacks_child = _children(self.fallbacks)
         self.savings_child = _children(self.savings)
+        self.cache_predicted_child = _children(self.cache_predicted)
         self._usage: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
         self._cache_write: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
@@ -104,6 +110,13 @@ class Metrics:
 
     def record_fallback(self, from_provider: str, reason: str) -> None:
         self.fallbacks_child(from_provider, reason).inc()
+
+    def record_cache_prediction(self, provider: str, model: str, hit: int, miss: int, unpredicted: int) -> None:
+        """gateway_cache_predicted_tokens_total{provider, model, outcome} += tokens, per outcome."""
+        for outcome, tokens in (("hit", hit), ("miss", miss), ("unpredicted", unpredicted)):
+            child = self.cache_predicted_child(provider, model, outcome)  # every outcome's series exists
+            if tokens:
+                child.inc(tokens)
 
     def _usage_children(self, provider: str, model: str, team: str, currency: str) -> tuple[Any, ...]:
         key = (provider, model, team, currency)

@@ -37,6 +37,7 @@ def _fill(metrics: Metrics) -> None:
     metrics.budget_spent.labels("search", "CNY").set(9.5)
     metrics.budget_limit.labels("search", "CNY").set(10)
     metrics.savings.labels("search", "CNY").inc(0.02)
+    metrics.record_cache_prediction("deepseek", "deepseek-v2", 900, 100, 50)
     metrics.ledger_pending.set(2)
     metrics.feed_last_success.labels("https://prices.example.com/feed.json").set_to_current_time()
 

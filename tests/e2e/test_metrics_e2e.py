@@ -209,7 +209,8 @@ def assert_bounded_labels(text: str, families: Families, traffic: Traffic, confi
         "provider": providers | {"none"}, "from_provider": providers,
         "model": models | {"none"}, "route": set(config["routes"]) | models | {"unknown"},
         "team": {"default", TEAM}, "currency": {"CNY"}, "direction": set(DIRECTIONS),
-        "outcome": {"success", "upstream_error", "client_error", "no_route", "budget_exceeded", "rate_limited"},
+        "outcome": {"success", "upstream_error", "client_error", "no_route", "budget_exceeded", "rate_limited",
+                    "hit", "miss", "unpredicted"},  # (the last three: gateway_cache_predicted_tokens_total)
         "kind": {"timeout", "connect", "rate_limited", "http_5xx", "account", "http_4xx", "bad_response"},
     }
     allowed["reason"] = allowed["kind"]

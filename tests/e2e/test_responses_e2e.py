@@ -15,11 +15,21 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import GatewayThread, demo_config, ledger_rows
+from gateway.config.load import parse_yaml_text
+from tests.e2e.conftest import DEMO, GatewayThread, demo_config, ledger_rows
 
-# config/demo.yaml: CNY per 1K tokens (cached input defaults to the input price)
-PRICES = {"deepseek-v2": (Decimal("0.001"), Decimal("0.002")), "glm-3-turbo": (Decimal("0.001"), Decimal("0.001")),
-          "doubao-pro-32k": (Decimal("0.0008"), Decimal("0.002"))}
+
+def _demo_prices() -> dict[str, tuple[Decimal, Decimal, Decimal]]:
+    """config/demo.yaml's prices (CNY per 1K tokens) by model: input, cached input (default: input), output."""
+    prices = {}
+    for d in parse_yaml_text(DEMO.read_text())["deployments"]:
+        p = d["price"]
+        assert p["per"] == "1K" and p["currency"] == "CNY"
+        prices[d["model"]] = (Decimal(p["input"]), Decimal(p.get("cached_input", p["input"])), Decimal(p["output"]))
+    return prices
+
+
+PRICES = _demo_prices()
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                "required": ["city"], "additionalProperties": False}, "strict": True}
@@ -27,13 +37,13 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Curre
 
 def assert_billed_exactly(row: dict[str, Any], usage: Any | None = None) -> None:
     """The row's costs are its tokens at its deployment's prices; its tokens are the ones the client saw."""
-    input_price, output_price = PRICES[row["model"]]
+    input_price, cached_price, output_price = PRICES[row["model"]]
     k = Decimal(1000)
     assert row["status"] == "success" and row["usage_source"] == "provider"
     assert Decimal(str(row["input_cost"])) == Decimal(row["input_tokens"]) * input_price / k
-    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * input_price / k
+    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * cached_price / k
     assert Decimal(str(row["output_cost"])) == Decimal(row["output_tokens"]) * output_price / k
-    expected = (Decimal(row["input_tokens"] + row["cached_input_tokens"]) * input_price
+    expected = (Decimal(row["input_tokens"]) * input_price + Decimal(row["cached_input_tokens"]) * cached_price
                 + Decimal(row["output_tokens"]) * output_price) / k
     assert Decimal(str(row["total_cost"])) == expected
     assert Decimal(str(row["total_cost_reporting"])) == expected  # CNY is the reporting currency
