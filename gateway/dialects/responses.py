@@ -8,7 +8,9 @@ never silently dropped. Decisions on the fields that map only loosely:
 - `developer` messages become `system` ones: most chat vendors know no `developer` role.
 - `reasoning` items from a previous turn (the Agents SDK sends its history back) are dropped: they hold the
   previous vendor's private reasoning, which no chat deployment accepts as input; the turn's text and calls stay.
-- `reasoning.effort` becomes chat `reasoning_effort` (the same knob); `reasoning.summary` is refused (no chat
+- `reasoning.effort` becomes chat `reasoning_effort` and `text.verbosity` chat `verbosity` (the same knobs, which
+  the Agents SDK sets by default for gpt-5 model names): the deployment's vendor honours them or refuses the
+  request (a 400 the client sees), as it would on a chat completion. `reasoning.summary` is refused (no chat
   deployment returns reasoning summaries).
 - `max_output_tokens` becomes `max_tokens`, the name every seed vendor accepts.
 - `store` is accepted and treated as false (nothing is stored); `metadata`, `prompt_cache_key`/`_options`,
@@ -130,6 +132,9 @@ def to_chat(body: dict[str, Any]) -> Translated:
     effort = _reasoning_effort(body.get("reasoning"))
     if effort is not None:
         chat["reasoning_effort"] = effort
+    text = body.get("text")
+    if isinstance(text, dict) and text.get("verbosity") is not None:
+        chat["verbosity"] = text["verbosity"]  # chat's name for the same knob (see the module's docstring)
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the Responses stream always ends with usage
@@ -204,8 +209,9 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(text, dict):
         raise _bad("text", "must be an object")
-    if text.get("verbosity") is not None:
-        raise unsupported("text.verbosity", "output verbosity cannot be honoured across the gateway's vendors")
+    verbosity = text.get("verbosity")
+    if verbosity is not None and not isinstance(verbosity, str):
+        raise _bad("text.verbosity", "must be a string")
     fmt = text.get("format")
     if fmt is None:
         return None
