@@ -4,19 +4,32 @@ billed exactly: the ledger row's costs are the row's tokens at the deployment's 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import GatewayThread, demo_config, ledger_rows
+from gateway.config.load import parse_yaml_text
+from tests.e2e.conftest import DEMO, GatewayThread, demo_config, ledger_rows
 
-# config/demo.yaml: CNY per 1K tokens (cached input defaults to the input price)
-PRICES = {"deepseek-v2": (Decimal("0.001"), Decimal("0.002")), "glm-3-turbo": (Decimal("0.001"), Decimal("0.001")),
-          "doubao-pro-32k": (Decimal("0.0008"), Decimal("0.002"))}
+
+def _demo_prices() -> dict[str, tuple[Decimal, Decimal, Decimal]]:
+    """config/demo.yaml's prices (CNY per 1K tokens) by model: input, cached input (default: input), output."""
+    prices = {}
+    for d in parse_yaml_text(DEMO.read_text())["deployments"]:
+        p = d["price"]
+        assert p["per"] == "1K" and p["currency"] == "CNY"
+        prices[d["model"]] = (Decimal(p["input"]), Decimal(p.get("cached_input", p["input"])), Decimal(p["output"]))
+    return prices
+
+
+PRICES = _demo_prices()
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                "required": ["city"], "additionalProperties": False}, "strict": True}
@@ -24,13 +37,13 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Curre
 
 def assert_billed_exactly(row: dict[str, Any], usage: Any | None = None) -> None:
     """The row's costs are its tokens at its deployment's prices; its tokens are the ones the client saw."""
-    input_price, output_price = PRICES[row["model"]]
+    input_price, cached_price, output_price = PRICES[row["model"]]
     k = Decimal(1000)
     assert row["status"] == "success" and row["usage_source"] == "provider"
     assert Decimal(str(row["input_cost"])) == Decimal(row["input_tokens"]) * input_price / k
-    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * input_price / k
+    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * cached_price / k
     assert Decimal(str(row["output_cost"])) == Decimal(row["output_tokens"]) * output_price / k
-    expected = (Decimal(row["input_tokens"] + row["cached_input_tokens"]) * input_price
+    expected = (Decimal(row["input_tokens"]) * input_price + Decimal(row["cached_input_tokens"]) * cached_price
                 + Decimal(row["output_tokens"]) * output_price) / k
     assert Decimal(str(row["total_cost"])) == expected
     assert Decimal(str(row["total_cost_reporting"])) == expected  # CNY is the reporting currency
@@ -186,3 +199,15 @@ def test_every_attempt_failing_is_a_502_in_openai_format(fresh_vendors):
             client.responses.create(model="premium", input="hi", max_output_tokens=100)
         assert info.value.status_code == 502
         assert info.value.body["code"] == "upstream_unavailable" and "deepseek" in info.value.body["message"]
+
+
+def test_finance_report_groups_responses_apart_from_chat(client, gateway):
+    client.responses.create(model="auto", input="hello", max_output_tokens=100)
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=100)
+    rows = ledger_rows(gateway, 2)
+    url = f"{gateway.url}/admin/reports/spend?from=2000-01-01&to=2100-01-01&group_by=api&format=csv"
+    text = httpx.get(url, headers={"Authorization": "Bearer demo-admin-key"}).text
+    report = {r["api"]: r for r in csv.DictReader(io.StringIO(text))}
+    row = next(r for r in rows if r["api"] == "responses")
+    assert report["responses"]["requests"] == "1" and report["chat"]["requests"] == "1"
+    assert Decimal(report["responses"]["total_cost"]) == Decimal(str(row["total_cost_reporting"]))
