@@ -80,6 +80,8 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     services.closers.insert(0, ledger.stop)
     feeds = PriceFeeds(config, price_store, metrics)
     gauges = PriceGaugeWatcher(metrics, lambda: price_store.book, services.deployments)
+    services.price_gauges = gauges
+    price_store.add_listener(gauges.check)  # a version published or followed shows in the gauges at once
     for part in (feeds, gauges):
         await part.start()
         services.closers.insert(0, part.stop)
