@@ -10,6 +10,8 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.responses import Response
 
 from gateway.config.load import load_config, resolve_config_path
@@ -17,7 +19,7 @@ from gateway.config.schema import Config
 from gateway.errors import BadRequest, GatewayError
 from gateway import db
 from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
-from gateway.http.errors import error_response
+from gateway.http.errors import error_response, http_error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
 from gateway.ledger.writer import SqlLedger
@@ -115,6 +117,15 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the routes of the OpenAPI schema serve on `path` (for a 405's `Allow`)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def create_app(config: Config, **overrides: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +151,20 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return error_response(BadRequest(str(first.get("msg", "invalid request")), param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = f"{request.method} {request.url.path[:200]}: {exc.detail}"
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["allow"] = ", ".join(_allowed_methods(app, request.url.path))
+        return http_error_response(exc.status_code, message, headers)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware calls this, then re-raises for the server's log: the client gets the
+        # OpenAI body (500 internal_error) without the exception's text.
+        return error_response(exc)
 
     return app
 

@@ -52,6 +52,19 @@ def error_response(exc: Exception, headers: dict[str, str] | None = None) -> Res
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=merged)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def http_error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The framework's own refusals (no such path: 404; no such method: 405, with its `Allow` header; any other
+    HTTPException) in the same OpenAI body as everything else, never `{"detail": ...}`."""
+    if status >= 500:
+        return error_response(RuntimeError(message), headers)
+    body = _body(message, "invalid_request_error", _HTTP_CODES.get(status, "invalid_request"))
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers={**(headers or {}), **_NO_RETRY})
+
+
 def error_payload(message: str, code: str, type_: str = "upstream_error") -> bytes:
     """The SSE `{"error": ...}` event that ends a stream which failed after its first byte."""
     return orjson.dumps(_body(message, type_, code))
