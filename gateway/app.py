@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from gateway.config.load import load_config, resolve_config_path
 from gateway.config.schema import Config
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 from gateway import db
 from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
 from gateway.http.errors import error_response, http_error_response
@@ -103,11 +103,32 @@ async def stop_services(services: Services) -> None:
         await services.engine.dispose()
 
 
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def headers_refusal(headers: list[tuple[bytes, bytes]]) -> HeadersTooLarge | None:
+    """431 for more than MAX_HEADERS headers or MAX_HEADER_BYTES of them (nginx and Node refuse far less)."""
+    if len(headers) > MAX_HEADERS:
+        return HeadersTooLarge(f"too many request headers (at most {MAX_HEADERS})")
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+    if size > MAX_HEADER_BYTES:
+        return HeadersTooLarge(f"request headers exceed {MAX_HEADER_BYTES} bytes")
+    return None
+
+
 class GatewayApp(FastAPI):
     """FastAPI, with the two hot POST routes dispatched before its middleware stack and router (see
     `openai_routes.hot_post`); everything else (lifespan, ops, admin) goes through FastAPI as usual."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            refusal = headers_refusal(scope["headers"])
+            if refusal is not None:  # the server sets no limit on headers (httptools): the app does
+                await error_response(refusal)(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "POST":
             mode = openai_routes.HOT_ROUTES.get(scope["path"])
             if mode is not None and not scope.get("root_path"):

@@ -40,6 +40,8 @@ def status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]
         return 404, _body(exc.message, "invalid_request_error", exc.code, exc.param), {}
     if isinstance(exc, E.BodyTooLarge):
         return 413, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.HeadersTooLarge):
+        return 431, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
     if isinstance(exc, E.ClientError):  # BadRequest, NoEligibleDeployment
         return 400, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
     # Anything unexpected: never leak its text (it could hold a secret); the request id leads to the log.
