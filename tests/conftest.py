@@ -4,6 +4,7 @@ and Redis clients with a key prefix of the test's own (deleted afterwards)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import uuid
 from typing import AsyncIterator, Iterator
@@ -21,7 +22,8 @@ from gateway.db import create_engine, upgrade
 # per-example deadline: the machine is shared, and a slow example is not a failure.
 settings.register_profile("gateway", database=None, deadline=None)
 settings.load_profile("gateway")
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="gw-hypothesis-"))  # its caches, out of the work tree
+# Its caches (the Unicode character map takes seconds to build) in one place per machine, out of the work tree.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "gateway-hypothesis"))
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"

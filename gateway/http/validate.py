@@ -131,7 +131,7 @@ def _message(m: Any, i: int) -> None:
         if not (role == "assistant" and content is None and ("tool_calls" in m or "function_call" in m
                                                              or "content" in m)):
             raise _fail(f"messages[{i}].content", "must be a string or an array of content parts")
-    if len(m) > 2:  # anything besides role and content
+    if len(m) > 2 or t is not str and t is not list:  # anything besides role and content
         name = m.get("name")
         if name is not None and type(name) is not str:
             raise _fail(f"messages[{i}].name", "must be a string")
