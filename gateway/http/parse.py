@@ -141,7 +141,7 @@ def _capabilities(body: Mapping[str, Any]) -> frozenset[str]:
 def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, default_output: int) -> ParsedRequest:
     body = parse_json_body(raw)
     model = check_model(body.get("model"))
-    check_chat(body)  # every forwarded field's type and range (gateway/http/validate.py)
+    check_chat(body, raw)  # every forwarded field's type and range (gateway/http/validate.py)
     messages = body["messages"]
     stream = body.get("stream") or False
     opts = body.get("stream_options")
@@ -165,7 +165,7 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, de
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:
     body = parse_json_body(raw)
     model = check_model(body.get("model"))
-    check_embedding(body)
+    check_embedding(body, raw)
     value = body["input"]
     constraints = parse_constraints(body.pop("gateway", None), headers)
     mode: Mode = "embedding"

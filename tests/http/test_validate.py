@@ -253,3 +253,15 @@ def test_a_wrongly_typed_known_field_is_always_refused_with_its_name(field: str,
     with pytest.raises(BadRequest) as caught:
         chat(body(**{field: value}))
     assert caught.value.param is not None and caught.value.param.startswith(field)
+
+
+def test_deep_nesting_is_found_whatever_the_brackets_count_says() -> None:
+    """The bracket count is only a shortcut for shallow texts: a deep body is refused through either path."""
+    from gateway.http.validate import check_depth
+
+    deep = body(extension=nested(MAX_DEPTH + 1))
+    with pytest.raises(BadRequest):
+        check_depth(deep)
+    with pytest.raises(BadRequest):
+        check_depth(deep, dumps(deep))
+    check_depth(body(extension=nested(MAX_DEPTH - 1)), dumps(body(extension=nested(MAX_DEPTH - 1))))
