@@ -170,7 +170,10 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+        loc = list(first.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where, not which: OpenAI names the field
+            loc = loc[1:]
+        param = ".".join(str(p) for p in loc) or None
         return error_response(BadRequest(str(first.get("msg", "invalid request")), param=param))
 
     @app.exception_handler(StarletteHTTPException)

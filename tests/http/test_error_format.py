@@ -113,3 +113,10 @@ def test_an_internal_failure_in_the_pipeline_reaches_the_sdk_as_a_500(gateway: G
         assert_openai_error(r, 500, "internal_error")
     finally:
         state.pipeline = pipeline
+
+
+def test_a_missing_required_parameter_is_a_400_naming_it_not_fastapis_422(gateway: GatewayThread) -> None:
+    r = httpx.get(gateway.url + "/admin/reports/spend", params={"to": "2024-06-01"}, headers=ADMIN)
+    error = assert_openai_error(r, 400, "invalid_request")
+    assert error["param"] == "from"
+    assert "detail" not in r.text
