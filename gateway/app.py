@@ -18,8 +18,8 @@ from gateway.config.load import load_config, resolve_config_path
 from gateway.config.schema import Config
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 from gateway import db
-from gateway.http import admin_keys, admin_prices, admin_reports, ops_routes, openai_routes
-from gateway.http.errors import error_response, http_error_response
+from gateway.http import admin_keys, admin_prices, admin_reports, messages_routes, ops_routes, openai_routes
+from gateway.http.errors import anthropic_error_response, error_response, http_error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
 from gateway.ledger.writer import SqlLedger
@@ -130,10 +130,10 @@ class GatewayApp(FastAPI):
                 await error_response(refusal)(scope, receive, send)
                 return
         if scope["type"] == "http" and scope["method"] == "POST":
-            mode = openai_routes.HOT_ROUTES.get(scope["path"])
-            if mode is not None and not scope.get("root_path"):
+            api = openai_routes.HOT_ROUTES.get(scope["path"])
+            if api is not None and not scope.get("root_path"):
                 scope["app"] = self
-                await openai_routes.hot_post(self, mode, scope, receive, send)
+                await openai_routes.hot_post(self, api, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -159,13 +159,19 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
             await stop_services(services)
 
     app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    for router in (openai_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
+    for router in (openai_routes.router, messages_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
                    admin_reports.router):
         app.include_router(router)
 
+    def anthropic_path(request: Request) -> bool:  # errors in Anthropic's shape there (contract 4 and 8)
+        return request.url.path.startswith("/v1/messages")
+
+    def respond(request: Request, exc: Exception) -> Response:
+        return (anthropic_error_response if anthropic_path(request) else error_response)(exc)
+
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        return error_response(exc)
+        return respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -174,7 +180,7 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
         if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where, not which: OpenAI names the field
             loc = loc[1:]
         param = ".".join(str(p) for p in loc) or None
-        return error_response(BadRequest(str(first.get("msg", "invalid request")), param=param))
+        return respond(request, BadRequest(str(first.get("msg", "invalid request")), param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -182,13 +188,13 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
         headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
             headers["allow"] = ", ".join(_allowed_methods(app, request.url.path))
-        return http_error_response(exc.status_code, message, headers)
+        return http_error_response(exc.status_code, message, headers, anthropic=anthropic_path(request))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> Response:
         # Starlette's ServerErrorMiddleware calls this, then re-raises for the server's log: the client gets the
-        # OpenAI body (500 internal_error) without the exception's text.
-        return error_response(exc)
+        # error body (500 internal_error) without the exception's text.
+        return respond(request, exc)
 
     return app
 

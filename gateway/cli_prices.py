@@ -86,7 +86,7 @@ def list_prices(config_file: Optional[str] = ConfigOpt) -> None:
         typer.echo(f"price version {v.version}, in force from {v.effective_from.isoformat()}; "
                    f"fx_rates: {', '.join(f'{k}={r}' for k, r in sorted(v.fx_rates.items())) or '-'}")
         typer.echo(f"{'provider':<12} {'model':<24} {'cur':<4} {'per':<4} {'input':>12} {'output':>12} "
-                   f"{'cached_input':>12}  tiers/off-peak")
+                   f"{'cached_input':>12} {'cache_write':>12}  tiers/off-peak")
         for d in config.deployments:
             price = v.prices.get((d.provider, d.model))
             if price is None:
@@ -96,8 +96,9 @@ def list_prices(config_file: Optional[str] = ConfigOpt) -> None:
             extra = "; ".join(x for x in (
                 f"tiers {_fmt_value(f['tiers'])}" if "tiers" in f else "",
                 f"off_peak {_fmt_value(f['off_peak'])}" if "off_peak" in f else "") if x)
+            cached, written = f["cached_input"] or "-", f.get("cache_write") or "-"
             typer.echo(f"{d.provider:<12} {d.model:<24} {f['currency']:<4} {f['per']:<4} {f['input']:>12} "
-                       f"{f['output']:>12} {f['cached_input'] or '-':>12}  {extra}")
+                       f"{f['output']:>12} {cached:>12} {written:>12}  {extra}")
         for s in book.versions():
             if s.effective_from > now:
                 typer.echo(f"scheduled: version {s.version} from {s.effective_from.isoformat()}")

@@ -29,6 +29,7 @@ class Tier:
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class OffPeakWindow:
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +56,13 @@ class Price:
     cached_input: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
     off_peak: tuple[OffPeakWindow, ...] = ()
+    cache_write: Decimal | None = None  # tokens written to the vendor's prompt cache (default: input); last, so
+    # positional callers keep working
 
 
 @dataclass(frozen=True, slots=True)
 class UnitPrices:
-    """The three prices that apply to one request, per `per` tokens, in `currency`."""
+    """The prices that apply to one request, per `per` tokens, in `currency`, one per token direction."""
 
     currency: str
     per: int
@@ -67,6 +71,12 @@ class UnitPrices:
     output: Decimal
     window: str | None = None  # e.g. "off_peak 16:30-00:30 UTC", for explanations
     tier: int | None = None  # the tier's up_to, when a tier applied
+    # Last and defaulted (to `input`, in __post_init__) so positional callers keep working; always a Decimal after.
+    cache_write: Decimal = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.cache_write is None:
+            object.__setattr__(self, "cache_write", self.input)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +116,18 @@ class PriceVersion:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one request. `input_tokens` excludes cached ones: input + cached_input = prompt tokens."""
+    """Tokens of one request. The directions partition the prompt: `input_tokens` are neither read from nor written
+    to the vendor's prompt cache, so input + cached_input + cache_write = the vendor's prompt tokens."""
 
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
     source: UsageSource = "provider"
+    cache_write_tokens: int = 0  # last, so positional callers keep working
 
     @property
     def prompt_tokens(self) -> int:
-        return self.input_tokens + self.cached_input_tokens
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +142,15 @@ class Cost:
     fx_rate: Decimal
     price_version: int
     unit_prices: UnitPrices
+    cache_write: Decimal = ZERO  # after the others, so positional callers keep working
     # Derived once (exact sums cost ~0.5 us each; a request reads them from the header, metrics, budgets, ledger).
     total: Decimal = field(init=False)
     total_reporting: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
         total = EXACT.add(EXACT.add(self.input, self.cached_input), self.output)
+        if self.cache_write:
+            total = EXACT.add(total, self.cache_write)
         object.__setattr__(self, "total", total)
         object.__setattr__(self, "total_reporting", EXACT.multiply(total, self.fx_rate))
 
@@ -146,6 +161,10 @@ class Cost:
     @property
     def cached_input_reporting(self) -> Decimal:
         return EXACT.multiply(self.cached_input, self.fx_rate)
+
+    @property
+    def cache_write_reporting(self) -> Decimal:
+        return EXACT.multiply(self.cache_write, self.fx_rate)
 
     @property
     def output_reporting(self) -> Decimal:
@@ -218,3 +237,4 @@ class LedgerEntry:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     error_kind: str | None = None
+    api: str = "chat"  # the inbound API: chat, responses, messages, embeddings

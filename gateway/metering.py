@@ -3,6 +3,8 @@
 - OpenAI: `usage.prompt_tokens`, `usage.completion_tokens`, `usage.prompt_tokens_details.cached_tokens`.
 - DeepSeek: `usage.prompt_cache_hit_tokens` (and `prompt_cache_miss_tokens`).
 - Moonshot: usage inside `choices[0].usage` on the last streamed chunk.
+- Anthropic-format vendors (through gateway/providers/anthropic.py): `usage.cache_creation_input_tokens`, the
+  tokens written to the vendor's cache, part of `prompt_tokens`.
 - Some vendors repeat cumulative usage on every chunk: the last report wins; usage is never summed.
 
 `StreamMeter` watches a relayed SSE stream: it finds the usage without parsing every chunk (a byte scan for
@@ -35,7 +37,11 @@ def usage_from_dict(u: Any) -> Usage | None:
     if not cached:
         cached = _int(u.get("prompt_cache_hit_tokens"))
     cached = min(cached, prompt)
-    return Usage(input_tokens=prompt - cached, cached_input_tokens=cached, output_tokens=output, source="provider")
+    # Cache writes inside prompt_tokens: what the anthropic-style adapter (and litellm) report for Anthropic's
+    # `cache_creation_input_tokens`.
+    write = min(_int(u.get("cache_creation_input_tokens")), prompt - cached)
+    return Usage(input_tokens=prompt - cached - write, cached_input_tokens=cached, output_tokens=output,
+                 source="provider", cache_write_tokens=write)
 
 
 def usage_from_payload(obj: Any) -> Usage | None:

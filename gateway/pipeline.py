@@ -4,7 +4,9 @@
     fallback -> meter -> price -> ledger -> respond (or stream)
 
 Each step's decision lives elsewhere as a pure function (gateway/decisions); this module only sequences them and
-does the I/O.
+does the I/O. Every inbound API runs this one path: its `ClientDialect` (gateway/dialects) turns the client's
+request into the canonical chat-completions one at the start and the answer back into the client's shape at the
+end; a deployment whose api_style is the client's own dialect gets the client's bytes through unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Awaitable, Mapping, TypeVar
+from typing import Any, Awaitable, Mapping, TypeVar, cast
 
 from starlette.responses import Response
 
@@ -23,14 +25,15 @@ from gateway.accounting import RequestBooks, new_request_id, utc_now
 from gateway.decisions.fallback import BAD_RESPONSE, classify_failure
 from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
+from gateway.dialects import DIALECTS
+from gateway.dialects.base import ClientDialect
 from gateway.domain import Constraints, Deployment, PriceVersion, RequestFacts, Usage
-from gateway.http.errors import error_response
 from gateway.http.responses import JSONBytesResponse
-from gateway.http.parse import ParsedRequest, parse_chat, parse_embedding
-from gateway.metering import StreamMeter, usage_from_payload
+from gateway.http.parse import ParsedRequest, parse_chat
+from gateway.metering import usage_from_payload
 from gateway.metrics import NO_PROVIDER, UNKNOWN_MODEL
 from gateway.money import money_str
-from gateway.providers.base import JSONResult, UpstreamFailure
+from gateway.providers.base import JSONResult, NativeProvider, UpstreamFailure
 from gateway.services import DEFAULT_IDENTITY, Identity, Services
 from gateway.streaming import StreamRelay
 
@@ -76,11 +79,15 @@ class Pipeline:
 
     # ---- entry points -------------------------------------------------------------------------------------------
 
+    async def handle(self, api: str, raw: bytes, headers: Mapping[str, str]) -> Response:
+        """One request of an inbound API (a key of gateway.dialects.DIALECTS: chat, embeddings, ...)."""
+        return await self._handle(raw, headers, DIALECTS[api])
+
     async def chat(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return await self._handle(raw, headers, "chat")
+        return await self._handle(raw, headers, DIALECTS["chat"])
 
     async def embeddings(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return await self._handle(raw, headers, "embedding")
+        return await self._handle(raw, headers, DIALECTS["embeddings"])
 
     def explain(self, raw: bytes, headers: Mapping[str, str]) -> tuple[RequestFacts, Decision, PriceVersion]:
         """The dry run of `gateway route` / `POST /admin/route/explain`: rank without sending anything."""
@@ -91,7 +98,7 @@ class Pipeline:
 
     # ---- the path -----------------------------------------------------------------------------------------------
 
-    async def _handle(self, raw: bytes, headers: Mapping[str, str], mode: str) -> Response:
+    async def _handle(self, raw: bytes, headers: Mapping[str, str], dialect: ClientDialect) -> Response:
         request_id = new_request_id()
         started_at, started_perf = utc_now(), time.perf_counter()
         base_headers = {"x-gateway-request-id": request_id}
@@ -100,10 +107,11 @@ class Pipeline:
             cfg = self.s.config.gateway
             if len(raw) > cfg.max_body_bytes:
                 raise E.BodyTooLarge(f"request body exceeds {cfg.max_body_bytes} bytes")
-            parsed = (parse_chat(raw, headers, self.s.tokens, cfg.default_expected_output_tokens) if mode == "chat"
-                      else parse_embedding(raw, headers, self.s.tokens))
+            parsed = dialect.parse(raw, headers, self.s.tokens, cfg.default_expected_output_tokens)
             identity = await _shared_state(self._identify(headers), request_id)
             facts, pool, route = self._resolve(parsed.facts)
+            if parsed.native_only:
+                pool = self._native_pool(dialect, parsed, pool)
             prices = self.s.price_book.current(started_at)
             decision = self._rank(facts, pool, prices, started_at)
             if not decision.candidates:
@@ -126,11 +134,11 @@ class Pipeline:
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
         except E.ClientError as exc:
             self.s.metrics.record_request(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc))
-            return error_response(exc, base_headers)
+            return dialect.error_response(exc, base_headers)
         except E.StateUnavailable as exc:
-            return error_response(exc, base_headers)
+            return dialect.error_response(exc, base_headers)
         try:
-            return await self._attempt_all(parsed, attempts, books, base_headers)
+            return await self._attempt_all(dialect, parsed, attempts, books, base_headers)
         except BaseException:
             # Whatever broke (including a cancelled request), the reservation and the open row are closed.
             await books.close(books.deployment, "upstream_error", "upstream_error", wait=False)
@@ -157,6 +165,15 @@ class Pipeline:
                                   param="model")
         return facts, pool, facts.model
 
+    def _native_pool(self, dialect: ClientDialect, parsed: ParsedRequest, pool: list[Deployment]) -> list[Deployment]:
+        """A request using what only its own dialect can carry goes only to deployments speaking that dialect."""
+        styles = self.s.api_styles
+        native = [d for d in pool if styles.get(d.provider) == dialect.native_style]
+        if not native:
+            raise E.BadRequest(f"{', '.join(parsed.native_only)}: only a deployment speaking this API natively can "
+                               f"take it, and none serves '{parsed.facts.model}'", code="untranslatable_request")
+        return native
+
     def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion,
               now: datetime | None = None) -> Decision:
         h = self.s.health
@@ -175,19 +192,24 @@ class Pipeline:
             worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency)))
         return worst
 
-    async def _attempt_all(self, parsed: ParsedRequest, attempts: tuple[Candidate, ...], books: RequestBooks,
-                           base_headers: dict[str, str]) -> Response:
+    async def _attempt_all(self, dialect: ClientDialect, parsed: ParsedRequest, attempts: tuple[Candidate, ...],
+                           books: RequestBooks, base_headers: dict[str, str]) -> Response:
         failures: list[E.AttemptFailure] = []
         for n, cand in enumerate(attempts, 1):
             d = cand.deployment
-            body = {**parsed.body, "model": d.upstream_model}
-            if parsed.stream:
-                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            native_body = parsed.native if dialect.native_style == self.s.api_styles.get(d.provider) else None
+            native = native_body is not None
+            if native_body is not None:
+                body = {**native_body, "model": d.upstream_model}
+            else:
+                body = {**parsed.body, "model": d.upstream_model}
+                if parsed.stream:
+                    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             await books.open(d)
             try:
                 if parsed.stream:
-                    return await self._start_stream(d, body, parsed, books, n, base_headers)
-                result = await self._call(d, body, parsed.facts.mode)
+                    return await self._start_stream(dialect, d, body, parsed, books, n, base_headers, native)
+                result = await self._call(d, body, parsed.facts.mode, native)
             except UpstreamFailure as f:
                 verdict = classify_failure(f.kind, f.status)
                 self.s.metrics.record_upstream_error(d.provider, verdict.kind)
@@ -196,26 +218,28 @@ class Pipeline:
                     exc = E.UpstreamRequestError(f.status or 400, f.message or "the upstream rejected the request",
                                                  code=f.code, param=f.param, attempts=n, provider=d.provider,
                                                  model=d.model)
-                    return error_response(exc, {**base_headers, **_route_headers(d, n)})
+                    return dialect.error_response(exc, {**base_headers, **_route_headers(d, n)})
                 if verdict.provider_fault:
                     await self.s.health.record_failure(d.provider, rate_limited=verdict.kind == "rate_limited")
                 failures.append(E.AttemptFailure(d.provider, d.model, verdict.kind, f.status))
                 if n < len(attempts):
                     self.s.metrics.record_fallback(d.provider, verdict.kind)
                 continue
-            return await self._respond(d, result, parsed, books, n, base_headers)
+            return await self._respond(dialect, d, result, parsed, books, n, base_headers, native)
         last = attempts[len(failures) - 1].deployment if failures else None
         await books.close(last, "upstream_error", "upstream_error", attempts=len(failures),
                           error_kind=failures[-1].kind if failures else None)
-        return error_response(E.UpstreamUnavailable(failures), base_headers)
+        return dialect.error_response(E.UpstreamUnavailable(failures), base_headers)
 
-    async def _call(self, d: Deployment, body: dict[str, Any], mode: str) -> JSONResult:
+    async def _call(self, d: Deployment, body: dict[str, Any], mode: str, native: bool) -> JSONResult:
         provider = self.s.providers[d.provider]
+        if native:
+            return await cast(NativeProvider, provider).complete_native(d, body)
         return await (provider.complete(d, body) if mode == "chat" else provider.embed(d, body))
 
-    async def _respond(self, d: Deployment, result: JSONResult, parsed: ParsedRequest, books: RequestBooks, n: int,
-                       base_headers: dict[str, str]) -> Response:
-        usage = usage_from_payload(result.obj)
+    async def _respond(self, dialect: ClientDialect, d: Deployment, result: JSONResult, parsed: ParsedRequest,
+                       books: RequestBooks, n: int, base_headers: dict[str, str], native: bool) -> Response:
+        usage = dialect.native_usage(result.obj) if native else usage_from_payload(result.obj)
         if usage is None:
             usage = Usage(parsed.facts.prompt_tokens, 0, 0, source="estimated")
         await self.s.health.record_success(d.key, time.perf_counter() - books.started_perf)
@@ -229,13 +253,17 @@ class Pipeline:
         headers["x-gateway-input-tokens"] = str(usage.input_tokens)
         headers["x-gateway-cached-input-tokens"] = str(usage.cached_input_tokens)
         headers["x-gateway-output-tokens"] = str(usage.output_tokens)
-        return JSONBytesResponse(result.body, headers)
+        return JSONBytesResponse(result.body if native else dialect.render(result, parsed), headers)
 
-    async def _start_stream(self, d: Deployment, body: dict[str, Any], parsed: ParsedRequest, books: RequestBooks,
-                            n: int, base_headers: dict[str, str]) -> Response:
+    async def _start_stream(self, dialect: ClientDialect, d: Deployment, body: dict[str, Any], parsed: ParsedRequest,
+                            books: RequestBooks, n: int, base_headers: dict[str, str], native: bool) -> Response:
         """Open the vendor stream and wait for its first batch of events: until then, a failure can still fall
         back."""
-        events = await self.s.providers[d.provider].stream(d, body)
+        provider = self.s.providers[d.provider]
+        if native:
+            events = await cast(NativeProvider, provider).stream_native(d, body)
+        else:
+            events = await provider.stream(d, body)
         batches = events.__aiter__()
         try:
             first = await batches.__anext__()
@@ -247,7 +275,8 @@ class Pipeline:
             raise
         await self.s.health.record_success(d.key, time.perf_counter() - books.started_perf)
         headers = {**base_headers, **_route_headers(d, n), "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamRelay(books, d, events, batches, first, StreamMeter(parsed.client_wants_usage), n, headers)
+        client = dialect.native_stream(parsed) if native else dialect.client_stream(parsed)
+        return StreamRelay(books, d, events, batches, first, client, n, headers)
 
 
 def _route_headers(d: Deployment, attempts: int) -> dict[str, str]:

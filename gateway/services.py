@@ -50,11 +50,13 @@ class Services:
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)
     baseline: Deployment | None = None
     price_gauges: Any = None  # gateway.prices.gauges.PriceGaugeWatcher: the price gauges follow the book
+    api_styles: dict[str, str] = field(default_factory=dict)  # provider -> its api_style (which wire dialect)
 
     def __post_init__(self) -> None:
         for d in self.deployments:
             self.by_model.setdefault(d.model, []).append(d)
             self.by_mode.setdefault(d.mode, []).append(d)
+        self.api_styles = {name: p.api_style for name, p in self.config.providers.items()}
         ref = self.config.savings_baseline
         if ref is not None:
             self.baseline = next(d for d in self.deployments if d.key == (ref.provider, ref.model))

@@ -26,12 +26,10 @@ from starlette.responses import Response
 
 from gateway.accounting import RequestBooks
 from gateway.decisions.fallback import BAD_RESPONSE
+from gateway.dialects.base import ClientStream
 from gateway.domain import Deployment
-from gateway.http.errors import error_payload
 from gateway.http.responses import raw_headers
-from gateway.metering import StreamMeter
 from gateway.providers.base import EventStream, UpstreamFailure
-from gateway.providers.sse import frame
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,7 +37,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 SERVER_SEND = "gateway.server_send"  # scope key: the server's own `send`, set by hot_post
-_DONE = b"[DONE]"
 _CONTENT_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
@@ -81,7 +78,7 @@ class StreamRelay(Response):
     media_type = "text/event-stream"
 
     def __init__(self, books: RequestBooks, deployment: Deployment, events: EventStream,
-                 batches: AsyncIterator[list[bytes]], first: list[bytes], meter: StreamMeter, attempts: int,
+                 batches: AsyncIterator[list[bytes]], first: list[bytes], client: ClientStream, attempts: int,
                  headers: dict[str, str]) -> None:
         # Not Response.__init__: the headers are known and lower-case; they are encoded once, here.
         self.status_code = 200
@@ -94,7 +91,7 @@ class StreamRelay(Response):
         self.events = events
         self.batches = batches
         self.first = first
-        self.meter = meter
+        self.client = client
         self.attempts = attempts
         self.ttft_s = time.perf_counter() - books.started_perf
         self.client_gone = False
@@ -102,16 +99,17 @@ class StreamRelay(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watch = _ClientWatch(scope, receive)
         status, outcome, error_kind = "success", "success", None
-        ended = False  # the client's body is complete: `[DONE]` went out with the end of the body, in one write
+        ended = False  # the client's body is complete: its end marker went out with the end of the body, in one write
+        client = self.client
         try:
             await self._write(send, watch, {"type": "http.response.start", "status": 200,
                                             "headers": self.raw_headers})
             batch: list[bytes] | None = self.first
             batches = self.batches
             while batch is not None:
-                out = self.meter.relay(batch)  # after the end: still metered (billed), no longer sent
+                out = client.relay(batch)  # after the end: still metered (billed), no longer sent
                 if out and not ended:
-                    ended = batch[-1] == _DONE
+                    ended = client.ended(batch)
                     await self._write(send, watch, {"type": "http.response.body", "body": out,
                                                     "more_body": not ended})
                 batch = await anext(batches, None)
@@ -134,10 +132,11 @@ class StreamRelay(Response):
             if error_kind is not None:
                 self.books.services.metrics.record_upstream_error(self.deployment.provider, error_kind)
             if not ended:
-                tail = b""
                 if error_kind is not None:
                     message = f"upstream {self.deployment.provider} failed mid-stream ({error_kind})"
-                    tail = frame(error_payload(message, "upstream_stream_error"))
+                    tail = client.fail(message, error_kind)
+                else:
+                    tail = client.finish()
                 await self._write(send, watch, {"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             await watch.stop()
@@ -165,6 +164,6 @@ class StreamRelay(Response):
             pass
 
     async def _bill(self, status: str, outcome: str, error_kind: str | None) -> None:
-        usage = self.meter.final_usage(self.books.prompt_estimate, self.books.services.tokens)
+        usage = self.client.final_usage(self.books.prompt_estimate, self.books.services.tokens)
         await self.books.close(self.deployment, status, outcome, usage=usage, attempts=self.attempts,
                                ttft_s=self.ttft_s, error_kind=error_kind, wait=False)

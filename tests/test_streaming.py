@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway.domain import Deployment, Usage
-from gateway.metering import StreamMeter
+from gateway.dialects.chat import ChatStream
 from gateway.providers.base import UpstreamFailure
 from gateway.streaming import SERVER_SEND, StreamRelay
 from gateway.tokens import TokenCounter
@@ -105,7 +105,7 @@ async def start(events: FakeEvents, books: FakeBooks, wants_usage: bool = True) 
     """What the pipeline does: read the first batch, then hand the rest to the relay."""
     batches = events.__aiter__()
     first = await batches.__anext__()
-    return StreamRelay(books, D, events, batches, first, StreamMeter(wants_usage), 1,  # type: ignore[arg-type]
+    return StreamRelay(books, D, events, batches, first, ChatStream(wants_usage), 1,  # type: ignore[arg-type]
                        {"x-gateway-provider": "deepseek"})
 
 

@@ -13,6 +13,8 @@ def deployments_table(cfg: Config) -> str:
         price = f"{p.input}/{p.output} {p.currency} per {p.per}"
         if p.cached_input is not None:
             price += f", cached {p.cached_input}"
+        if p.cache_write is not None:
+            price += f", cache write {p.cache_write}"
         if p.tiers:
             price += f", {len(p.tiers)} tiers"
         if p.off_peak:

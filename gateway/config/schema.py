@@ -98,6 +98,7 @@ class TierConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
 
 class OffPeakConfig(_Strict):
@@ -108,6 +109,7 @@ class OffPeakConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None
 
     _tz = field_validator("tz")(_check_tz)
 
@@ -118,6 +120,7 @@ class PriceConfig(_Strict):
     input: Money
     output: Money
     cached_input: Money | None = None
+    cache_write: Money | None = None  # tokens written to the vendor's prompt cache (default: input)
     tiers: list[TierConfig] = []
     off_peak: list[OffPeakConfig] = []
 
@@ -141,9 +144,11 @@ class PriceConfig(_Strict):
             input=self.input,
             output=self.output,
             cached_input=self.cached_input,
-            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input) for t in self.tiers),
+            cache_write=self.cache_write,
+            tiers=tuple(Tier(t.up_to, t.input, t.output, t.cached_input, t.cache_write) for t in self.tiers),
             off_peak=tuple(
-                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input) for w in self.off_peak
+                OffPeakWindow(w.start, w.end, w.tz, w.input, w.output, w.cached_input, w.cache_write)
+                for w in self.off_peak
             ),
         )
 
@@ -172,7 +177,7 @@ class GatewaySettings(_Strict):
 class ProviderConfig(_Strict):
     api_base: str
     api_key: SecretStr | None = None
-    api_style: Literal["openai", "litellm"] = "openai"
+    api_style: Literal["openai", "anthropic", "litellm"] = "openai"  # anthropic: POST {api_base}/v1/messages
     litellm_provider: str | None = None
     timeout_s: float = Field(60, gt=0)
     cooldown_s: float | None = Field(None, ge=0)
@@ -182,6 +187,9 @@ class ProviderConfig(_Strict):
     def _litellm_needs_provider(self) -> ProviderConfig:
         if self.api_style == "litellm" and not self.litellm_provider:
             raise ValueError("api_style litellm needs litellm_provider (e.g. anthropic)")
+        if self.api_style == "anthropic" and self.api_base.rstrip("/").endswith("/v1/messages"):
+            raise ValueError("api_base of an anthropic-style provider is the base URL: the gateway appends "
+                             "/v1/messages")
         return self
 
 

@@ -44,24 +44,33 @@ def window_unit_prices(price: Price, w: OffPeakWindow) -> UnitPrices:
     """The unit prices of `price` while its off-peak window `w` is in force."""
     label = f"off_peak {w.start:%H:%M}-{w.end:%H:%M} {w.tz}"
     cached = w.cached_input if w.cached_input is not None else w.input
-    return UnitPrices(price.currency, price.per, w.input, cached, w.output, window=label)
+    write = w.cache_write if w.cache_write is not None else w.input
+    return UnitPrices(price.currency, price.per, w.input, cached, w.output, window=label, cache_write=write)
 
 
 def tier_unit_prices(price: Price, chosen: Tier) -> UnitPrices:
     """The unit prices of `price` when its tier `chosen` applies (and no off-peak window is in force)."""
-    if chosen.cached_input is not None:
-        cached = chosen.cached_input
-    elif price.cached_input is not None and chosen.input == price.input:
-        cached = price.cached_input
-    else:
-        cached = chosen.input
-    return UnitPrices(price.currency, price.per, chosen.input, cached, chosen.output, tier=chosen.up_to)
+    cached = _tier_own(chosen.cached_input, price.cached_input, price, chosen)
+    write = _tier_own(chosen.cache_write, price.cache_write, price, chosen)
+    return UnitPrices(price.currency, price.per, chosen.input, cached, chosen.output, tier=chosen.up_to,
+                      cache_write=write)
+
+
+def _tier_own(own: Decimal | None, base: Decimal | None, price: Price, chosen: Tier) -> Decimal:
+    """A cache price at a tier: the tier's own; else the base one if the tier keeps the base input price (the
+    cache price is quoted against that input); else the tier's input price."""
+    if own is not None:
+        return own
+    if base is not None and chosen.input == price.input:
+        return base
+    return chosen.input
 
 
 def base_unit_prices(price: Price) -> UnitPrices:
     """The unit prices of a `price` without tiers, outside its off-peak windows."""
     cached = price.cached_input if price.cached_input is not None else price.input
-    return UnitPrices(price.currency, price.per, price.input, cached, price.output)
+    write = price.cache_write if price.cache_write is not None else price.input
+    return UnitPrices(price.currency, price.per, price.input, cached, price.output, cache_write=write)
 
 
 def choose_tier(tiers: tuple[Tier, ...], prompt_tokens: int) -> Tier:
@@ -77,8 +86,8 @@ def unit_prices(price: Price, prompt_tokens: int, at: datetime) -> UnitPrices:
 
     Precedence: an off-peak window in force replaces the base and tier prices (vendors publish window prices as
     absolute figures); otherwise the first tier whose `up_to` >= prompt tokens, or the last tier when the prompt is
-    longer than all of them; otherwise the base price. `cached_input` defaults to the input price of the same
-    level.
+    longer than all of them; otherwise the base price. `cached_input` and `cache_write` default to the input price
+    of the same level.
     """
     for w in price.off_peak:
         if in_window(w, at):
@@ -116,13 +125,23 @@ def price_usage(usage: Usage, price: Price, version: PriceVersion, started_at: d
         fx_rate=version.fx(up.currency),
         price_version=version.version,
         unit_prices=up,
+        cache_write=tokens_cost(usage.cache_write_tokens, up.cache_write, up.per),
     )
 
 
-def expected_cost(up: UnitPrices, prompt_tokens: int, output_tokens: int, fx_rate: Decimal) -> Decimal:
-    """Ranking cost in the reporting currency: prompt at the input price (cache hits are not predictable),
-    expected output at the output price."""
-    amount = Decimal(prompt_tokens) * up.input + Decimal(output_tokens) * up.output
+def expected_cost(up: UnitPrices, prompt_tokens: int, output_tokens: int, fx_rate: Decimal, *,
+                  cached_tokens: int = 0, cache_write_tokens: int = 0) -> Decimal:
+    """Ranking cost in the reporting currency, exact: the prompt's expected cache hits (`cached_tokens`) at the
+    cached price, what it is expected to write to the vendor's cache (`cache_write_tokens`) at the cache-write
+    price, the rest of the prompt (never below 0) at the input price, and the expected output at the output price.
+    Without predictions (the defaults) the whole prompt is priced at input."""
+    fresh = prompt_tokens
+    if cached_tokens or cache_write_tokens:
+        fresh = max(prompt_tokens - cached_tokens - cache_write_tokens, 0)
+    amount = EXACT.add(EXACT.multiply(Decimal(fresh), up.input), EXACT.multiply(Decimal(output_tokens), up.output))
+    if cached_tokens or cache_write_tokens:
+        amount = EXACT.add(amount, EXACT.add(EXACT.multiply(Decimal(cached_tokens), up.cached_input),
+                                             EXACT.multiply(Decimal(cache_write_tokens), up.cache_write)))
     if not amount:
         return Decimal(0)
-    return _per_token(amount, up.per) * fx_rate
+    return EXACT.multiply(_per_token(amount, up.per), fx_rate)

@@ -18,12 +18,17 @@ MODES: tuple[str, ...] = (
     "error_429",  # vendor-format 429 rate limit, with Retry-After
     "error_401",  # the operator's account is refused (401/402/403, per vendor), body names the account
     "error_400",  # vendor-format 400 bad request
+    "error_529",  # overloaded: 529 overloaded_error on the Anthropic endpoint, 503 on the OpenAI-format ones
     "timeout",  # hang for delay_s (default: until the server stops), then 504
     "slow",  # wait delay_s before the first byte, then answer normally
     "slow_stream",  # streams start at once, then wait delay_s before each content chunk (client disconnects, TTFT)
     "drop_mid_stream",  # send part of the response, then close the connection
     "no_usage",  # answer without any usage report
 )
+
+
+class DroppedConnection(Exception):
+    """Raised on purpose to make the server close a connection mid-response (`drop_mid_stream`)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,16 @@ exactly these differences:
 | deepseek   | prompt_cache_hit/miss_tokens (prefix cache)   | final `choices: []` chunk if include_usage; `: keep-alive` comments |
 | hunyuan    | plain                                         | cumulative `usage` on every chunk, always    |
 | moonshot   | plain                                         | `choices[0].usage` on the finish chunk, always |
+| openai     | prompt_tokens_details.cached_tokens (prefix cache) | final `choices: []` chunk if include_usage |
+
+Prompt caches (automatic, per upstream model; see `gateway.demo.prompt_cache` for the sources):
+
+| dialect   | granularity      | minimum | TTL (since last use)                                   |
+|-----------|------------------|---------|--------------------------------------------------------|
+| deepseek  | 64-token blocks  | 64      | 1 h (DeepSeek: "a few hours to a few days")            |
+| dashscope | 64-token blocks  | 256     | 10 min (Alibaba: "cleaned up after a period unused")   |
+| openai    | 128-token steps  | 1,024   | 10 min (OpenAI: "5-10 minutes of inactivity")          |
+| others    | none: Ark, Qianfan, GLM-3, Hunyuan and Moonshot had no automatic prefix cache in 2024 |
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.demo.prompt_cache import CachePolicy
+
 UsageFields = Literal["plain", "openai_cached", "deepseek"]
 StreamUsage = Literal["final_usage_chunk", "finish_chunk", "every_chunk", "choice_usage"]
-ErrorKind = Literal["auth", "account", "model_not_found", "context", "bad_request", "rate_limit", "server", "timeout"]
+ErrorKind = Literal["auth", "account", "model_not_found", "context", "bad_request", "rate_limit", "server",
+                    "overloaded", "timeout"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,8 @@ class Dialect:
     usage_fields: UsageFields = "plain"
     stream_usage: StreamUsage = "final_usage_chunk"
     keepalive: bool = False  # interleave `: keep-alive` comments and blank lines in streams
-    cache_block_tokens: int | None = None  # prefix cache granularity; None = the vendor caches nothing
+    cache: CachePolicy | None = None  # the vendor's automatic prompt cache; None = it caches nothing
+    anthropic_path: str | None = None  # where it also serves the Anthropic Messages format (DeepSeek: /anthropic)
     error_style: Literal["openai", "zhipu"] = "openai"
     request_id_field: str | None = None  # top-level id some vendors add beside "error"
     echo_versioned_model: bool = False  # Ark answers `ep-20240515-doubao-pro-32k` as `doubao-pro-32k-240515`
@@ -63,6 +77,8 @@ def _openai_errors(**overrides: ErrorSpec) -> dict[str, ErrorSpec]:
                                 "Rate limit reached for requests. Please try again later."),
         "server": ErrorSpec(500, "internal_error", "server_error",
                             "The server had an error while processing your request."),
+        "overloaded": ErrorSpec(503, "server_overloaded", "server_error",
+                                "The server is overloaded due to high traffic. Please retry later."),
         "timeout": ErrorSpec(504, "timeout", "server_error", "Upstream request timed out."),
     }
     base.update(overrides)
@@ -94,7 +110,7 @@ VOLCENGINE = Dialect(
 DASHSCOPE = Dialect(
     name="dashscope",
     usage_fields="openai_cached",
-    cache_block_tokens=64,
+    cache=CachePolicy(block_tokens=64, min_tokens=256, ttl_s=600),
     request_id_field="request_id",
     errors=_openai_errors(
         auth=ErrorSpec(401, "invalid_api_key", "invalid_request_error",
@@ -135,7 +151,8 @@ DEEPSEEK = Dialect(
     name="deepseek",
     usage_fields="deepseek",
     keepalive=True,
-    cache_block_tokens=64,
+    cache=CachePolicy(block_tokens=64, min_tokens=64, ttl_s=3600),
+    anthropic_path="/anthropic",  # https://api.deepseek.com/anthropic (api-docs.deepseek.com/guides/anthropic_api)
     errors=_openai_errors(
         auth=ErrorSpec(401, "invalid_request_error", "authentication_error",
                        "Authentication Fails, account {account}: your api key is invalid"),
@@ -160,7 +177,8 @@ MOONSHOT = Dialect(
     ),
 )
 
-OPENAI = Dialect(name="openai", usage_fields="openai_cached", errors=_openai_errors())
+OPENAI = Dialect(name="openai", usage_fields="openai_cached",
+                 cache=CachePolicy(block_tokens=128, min_tokens=1024, ttl_s=600), errors=_openai_errors())
 
 DIALECTS: dict[str, Dialect] = {
     d.name: d for d in (VOLCENGINE, DASHSCOPE, QIANFAN, ZHIPU, DEEPSEEK, HUNYUAN, MOONSHOT, OPENAI)

@@ -1,4 +1,4 @@
-"""Deterministic stand-ins for a model: token counts, replies, embedding vectors and a prompt prefix cache.
+"""Deterministic stand-ins for a model: token counts, the prompt as a token list, replies, embedding vectors.
 
 The simulated vendors count tokens by their own simple rule (a run of ASCII characters is one token per 4
 characters, every other character is one token), not with tiktoken: real vendors' counts differ from the
@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from typing import Any
+
+import orjson
 
 DEFAULT_OUTPUT_TOKENS = 32  # a reply's length when the request sets no max_tokens
 NATURAL_OUTPUT_TOKENS = 64  # the longest reply the simulated model "wants" to give (finish_reason stop)
@@ -49,13 +51,29 @@ def content_text(content: Any) -> tuple[str, int]:
     return "", 0
 
 
-def prompt_pieces(messages: list[dict[str, Any]]) -> tuple[list[str], int]:
-    """The prompt as the model sees it (role markers included, as chat templates add them) and extra tokens."""
+def prompt_pieces(messages: list[dict[str, Any]], tools: Any = None,
+                  response_format: Any = None) -> tuple[list[str], int]:
+    """The prompt as the model sees it and the extra tokens of its images.
+
+    As chat templates render it: the tool definitions and a requested JSON schema first (they are part of the
+    prompt, and of its cacheable prefix), then each message with its role marker, an assistant's tool calls
+    and a tool result's call id included, then the marker where the reply starts.
+    """
     pieces: list[str] = []
+    if tools:
+        pieces.extend(token_pieces("<|tools|>" + orjson.dumps(tools).decode()))
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        pieces.extend(token_pieces("<|format|>" + orjson.dumps(response_format).decode()))
     extra = 0
     for msg in messages:
         text, part_tokens = content_text(msg.get("content"))
         pieces.extend(token_pieces(f"<|{msg.get('role', 'user')}|>{text}"))
+        for call in msg.get("tool_calls") or ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                pieces.extend(token_pieces(f"<|call|>{fn.get('name', '')}{fn.get('arguments', '')}"))
+        if msg.get("tool_call_id"):
+            pieces.extend(token_pieces(f"<|id|>{msg['tool_call_id']}"))
         extra += part_tokens
     pieces.append("<|assistant|>")
     return pieces, extra
@@ -88,38 +106,3 @@ def embedding_vector(text: str) -> list[float]:
     # Eight unsigned 32-bit words scaled into [-1, 1): same text, same vector, on every run.
     words = struct.unpack(">8I", digest[: 4 * EMBEDDING_DIMENSIONS])
     return [round(w / 2**31 - 1.0, 6) for w in words]
-
-
-class PrefixCache:
-    """A vendor's prompt cache: a prompt's leading whole blocks that an earlier prompt shared are cache hits."""
-
-    def __init__(self, block_tokens: int, max_entries: int = 100_000) -> None:
-        self._block = block_tokens
-        self._max = max_entries
-        self._seen: set[bytes] = set()
-
-    def lookup_and_store(self, pieces: list[str], namespace: str = "") -> int:
-        """Cached tokens for this prompt (a multiple of the block size); remembers its blocks for later ones.
-
-        `namespace` keeps models apart: a vendor caches per model, never across them.
-        """
-        hasher = hashlib.sha256(namespace.encode("utf-8") + b"\x01")
-        cached = 0
-        still_hitting = True
-        boundaries: list[bytes] = []
-        for i, piece in enumerate(pieces, start=1):
-            hasher.update(piece.encode("utf-8") + b"\x00")
-            if i % self._block == 0:
-                key = hasher.copy().digest()
-                if still_hitting and key in self._seen:
-                    cached = i
-                else:
-                    still_hitting = False
-                boundaries.append(key)
-        if len(self._seen) + len(boundaries) > self._max:
-            self._seen.clear()  # a bounded demo: forgetting everything is a legitimate cache eviction
-        self._seen.update(boundaries)
-        return cached
-
-    def clear(self) -> None:
-        self._seen.clear()

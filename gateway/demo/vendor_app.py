@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Literal, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -19,9 +19,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.demo import textsim
-from gateway.demo.control import VendorControl, VendorStats
+from gateway.demo import answers, textsim
+from gateway.demo.anthropic_vendor import ANTHROPIC_CACHE, AnthropicEndpoint
+from gateway.demo.control import DroppedConnection, VendorControl, VendorStats
 from gateway.demo.dialects import Dialect, ErrorKind, echoed_model, error_body, usage_body
+from gateway.demo.prompt_cache import CachePolicy, PrefixCache
 
 _MAX_STREAM_CHUNKS = 8  # content chunks per streamed reply: several, never hundreds
 _TIMEOUT_HANG_S = 300.0  # `timeout` without delay_s hangs this long at most (or until the server stops)
@@ -42,6 +44,19 @@ class VendorSpec:
     api_key: str
     models: tuple[ModelSpec, ...]
     dialect: Dialect
+    cache: CachePolicy | None | Literal["dialect"] = "dialect"  # the prompt cache; "dialect": the vendor's own
+    # Where it also serves the Anthropic Messages format ("dialect": the vendor's own, e.g. DeepSeek /anthropic).
+    anthropic_path: str | None | Literal["dialect"] = "dialect"
+    anthropic_cache: CachePolicy | None = ANTHROPIC_CACHE  # its explicit cache; None = it caches nothing
+
+    @property
+    def cache_policy(self) -> CachePolicy | None:
+        return self.dialect.cache if self.cache == "dialect" else self.cache
+
+    @property
+    def anthropic_base(self) -> str | None:
+        """The Anthropic-format base path (clients post to `{base}/v1/messages`), or None."""
+        return self.dialect.anthropic_path if self.anthropic_path == "dialect" else self.anthropic_path
 
     @property
     def account_id(self) -> str:
@@ -52,8 +67,8 @@ class VendorSpec:
         return next((m for m in self.models if m.name == name), None)
 
 
-class DroppedConnection(Exception):
-    """Raised on purpose to make the server close a connection mid-response (`drop_mid_stream`)."""
+class ErrorRenderer(Protocol):
+    def __call__(self, kind: ErrorKind, request_id: str, **values: Any) -> Response: ...
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -80,18 +95,22 @@ class VendorServer:
         self.spec = spec
         self.control = VendorControl()
         self.stats = VendorStats()
-        self.cache = textsim.PrefixCache(spec.dialect.cache_block_tokens) if spec.dialect.cache_block_tokens else None
+        policy = spec.cache_policy
+        self.cache = PrefixCache(policy) if policy is not None else None
         self._ids = itertools.count(1)
         self._closing: asyncio.Event | None = None
         p = spec.path.rstrip("/")
+        base = spec.anthropic_base
+        self.anthropic = AnthropicEndpoint(self, base, spec.anthropic_cache) if base is not None else None
         self.app = Starlette(
-            routes=[
+            routes=[*(self.anthropic.routes if self.anthropic else ()),
                 Route(f"{p}/chat/completions", self._chat, methods=["POST"]),
                 Route(f"{p}/embeddings", self._embeddings, methods=["POST"]),
                 Route(f"{p}/models", self._models, methods=["GET"]),
                 Route("/_control", self._control, methods=["GET", "POST"]),
                 Route("/_stats", self._stats, methods=["GET"]),
                 Route("/_reset", self._reset, methods=["POST"]),
+                Route("/_cache", self._cache, methods=["GET", "POST"]),
             ]
         )
 
@@ -108,6 +127,8 @@ class VendorServer:
         self.stats.reset()
         if self.cache is not None:
             self.cache.clear()
+        if self.anthropic is not None and self.anthropic.cache is not None:
+            self.anthropic.cache.clear()
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -119,7 +140,7 @@ class VendorServer:
     def _authorized(self, request: Request) -> bool:
         return request.headers.get("authorization", "") == f"Bearer {self.spec.api_key}"
 
-    async def _sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
         if self._closing is None:
@@ -130,22 +151,29 @@ class VendorServer:
         except asyncio.TimeoutError:
             pass
 
-    async def _act_out(self, mode: str, delay_s: float, request_id: str) -> Response | None:
+    async def _act_out(self, mode: str, delay_s: float, request_id: str, error: ErrorRenderer) -> Response | None:
         """An error response for the failure modes; waits for `slow`; None means go on and answer."""
         if mode == "timeout":
-            await self._sleep(delay_s or _TIMEOUT_HANG_S)
-            return self._error("timeout", request_id)
+            await self.sleep(delay_s or _TIMEOUT_HANG_S)
+            return error("timeout", request_id)
         if mode != "slow_stream":
-            await self._sleep(delay_s)  # `slow`, and error modes answer late too when given a delay
+            await self.sleep(delay_s)  # `slow`, and error modes answer late too when given a delay
         errors: dict[str, ErrorKind] = {
             "error_500": "server", "error_429": "rate_limit", "error_401": "account", "error_400": "bad_request",
+            "error_529": "overloaded",
         }
         if mode in errors:
-            return self._error(errors[mode], request_id, detail="Invalid request: simulated bad request (error_400)")
+            return error(errors[mode], request_id, detail="Invalid request: simulated bad request (error_400)")
         return None
 
-    async def _begin(self, request: Request, endpoint: str) -> tuple[Any, str, str, float, Response | None]:
-        """Read and count the request, check its key, act out the mode: (body, request id, mode, delay, refusal)."""
+    async def begin(self, request: Request, endpoint: str, error: ErrorRenderer | None = None,
+                    authorized: bool | None = None) -> tuple[Any, str, str, float, Response | None]:
+        """Read and count the request, check its key, act out the mode: (body, request id, mode, delay, refusal).
+
+        `error` renders a refusal (default: this vendor's OpenAI-format dialect); `authorized` overrides the
+        bearer-key check (the Anthropic endpoint also takes `x-api-key`).
+        """
+        error = error or self._error
         raw = await request.body()
         try:
             body: Any = orjson.loads(raw)
@@ -153,12 +181,12 @@ class VendorServer:
             body = None
         self.stats.record(endpoint, body, request.headers)
         request_id = f"{self.spec.provider}-{next(self._ids):06d}"
-        if not self._authorized(request):
-            return body, request_id, "ok", 0.0, self._error("auth", request_id)
+        if not (self._authorized(request) if authorized is None else authorized):
+            return body, request_id, "ok", 0.0, error("auth", request_id)
         mode, delay_s = self.control.take()
-        refusal = await self._act_out(mode, delay_s, request_id)
+        refusal = await self._act_out(mode, delay_s, request_id, error)
         if refusal is None and not isinstance(body, dict):
-            refusal = self._error("bad_request", request_id, detail="Request body is not a valid JSON object")
+            refusal = error("bad_request", request_id, detail="Request body is not a valid JSON object")
         return body, request_id, mode, delay_s, refusal
 
     def _check_model(self, body: dict[str, Any], request_id: str, mode: str) -> ModelSpec | Response:
@@ -170,7 +198,7 @@ class VendorServer:
             return self._error("bad_request", request_id, detail=f"model {name} does not support this endpoint")
         return model
 
-    def _finish(self, mode: str, status: int, body: dict[str, Any]) -> Response:
+    def finish_body(self, mode: str, status: int, body: dict[str, Any]) -> Response:
         if mode == "drop_mid_stream":
             return _DroppingResponse(orjson.dumps(body), status_code=status, media_type="application/json")
         return _json(status, body)
@@ -178,7 +206,7 @@ class VendorServer:
     # --- endpoints -----------------------------------------------------------------------------------
 
     async def _chat(self, request: Request) -> Response:
-        body, rid, mode, delay_s, refusal = await self._begin(request, "chat")
+        body, rid, mode, delay_s, refusal = await self.begin(request, "chat")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "chat")
@@ -195,39 +223,38 @@ class VendorServer:
                 "bad_request", rid,
                 detail=f"Invalid max_tokens value, the valid range of max_tokens is [1, {model.max_output_tokens}]",
             )
-        pieces, extra = textsim.prompt_pieces(messages)
+        pieces, extra = textsim.prompt_pieces(messages, body.get("tools"), body.get("response_format"))
         prompt_tokens = len(pieces) + extra
         if prompt_tokens + (max_tokens or 0) > model.context_window:
             return self._error("context", rid, limit=model.context_window, tokens=prompt_tokens + (max_tokens or 0))
+        try:
+            answer = answers.decide(body, model.name, rid, max_tokens)
+        except answers.BadToolRequest as e:
+            return self._error("bad_request", rid, detail=str(e))
         cached = self.cache.lookup_and_store(pieces, model.name) if self.cache is not None else 0
-        n_out, finish = textsim.output_tokens(max_tokens)
-        reply = textsim.reply_pieces(model.name, textsim.last_user_text(messages), n_out)
+        n_out = answer.output_tokens
         usage = None if mode == "no_usage" else usage_body(self.spec.dialect, prompt_tokens, n_out, cached)
         shown_model = echoed_model(self.spec.dialect, model.name)
         if body.get("stream") is True:
             opts = body.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            chunks = self._stream(f"chatcmpl-{rid}", shown_model, reply, finish, usage, include_usage, mode, delay_s,
+            chunks = self._stream(f"chatcmpl-{rid}", shown_model, answer, usage, include_usage, mode, delay_s,
                                   prompt_tokens)
             return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        answer: dict[str, Any] = {
+        result: dict[str, Any] = {
             "id": f"chatcmpl-{rid}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": shown_model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(reply)},
-                "logprobs": None,
-                "finish_reason": finish,
-            }],
+            "choices": [{"index": 0, "message": answers.message(answer), "logprobs": None,
+                         "finish_reason": answer.finish}],
         }
         if usage is not None:
-            answer["usage"] = usage
-        return self._finish(mode, 200, answer)
+            result["usage"] = usage
+        return self.finish_body(mode, 200, result)
 
     async def _stream(
-        self, cid: str, model: str, reply: list[str], finish: str, usage: dict[str, Any] | None,
+        self, cid: str, model: str, answer: answers.Answer, usage: dict[str, Any] | None,
         include_usage: bool, mode: str, delay_s: float, prompt_tokens: int,
     ) -> AsyncIterator[bytes]:
         dialect = self.spec.dialect
@@ -250,21 +277,18 @@ class VendorServer:
 
         if dialect.keepalive:
             yield b": keep-alive\n\n"
-        yield _sse(chunk({"role": "assistant", "content": ""}, None, 0))
-        size = max(1, -(-len(reply) // _MAX_STREAM_CHUNKS))
-        groups = [reply[i : i + size] for i in range(0, len(reply), size)]
-        sent = 0
-        for i, group in enumerate(groups):
-            if mode == "drop_mid_stream" and i == len(groups) // 2:
+        yield _sse(chunk({"role": "assistant", "content": None if answer.tool_calls else ""}, None, 0))
+        deltas = answers.stream_deltas(answer, _MAX_STREAM_CHUNKS)
+        for i, (delta, sent) in enumerate(deltas):
+            if mode == "drop_mid_stream" and i == len(deltas) // 2:
                 raise DroppedConnection("drop_mid_stream")
             if mode == "slow_stream":
-                await self._sleep(delay_s)
-            sent += len(group)
-            yield _sse(chunk({"content": "".join(group)}, None, sent))
+                await self.sleep(delay_s)
+            yield _sse(chunk(delta, None, sent))
             if dialect.keepalive and i % 3 == 2:
                 yield b"\n: keep-alive\n\n"
             await asyncio.sleep(0)  # a real vendor yields between tokens; so do we, for fairness among streams
-        last = chunk({}, finish, sent)
+        last = chunk({}, answer.finish, answer.output_tokens)
         if usage is not None and dialect.stream_usage == "finish_chunk":
             last["usage"] = usage
         elif usage is not None and dialect.stream_usage == "choice_usage":
@@ -276,7 +300,7 @@ class VendorServer:
         yield b"data: [DONE]\n\n"
 
     async def _embeddings(self, request: Request) -> Response:
-        body, rid, mode, _, refusal = await self._begin(request, "embeddings")
+        body, rid, mode, _, refusal = await self.begin(request, "embeddings")
         if refusal is not None:
             return refusal
         model = self._check_model(body, rid, "embedding")
@@ -295,7 +319,7 @@ class VendorServer:
         answer: dict[str, Any] = {"object": "list", "data": data, "model": echoed_model(self.spec.dialect, model.name)}
         if mode != "no_usage":
             answer["usage"] = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
-        return self._finish(mode, 200, answer)
+        return self.finish_body(mode, 200, answer)
 
     async def _models(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -319,6 +343,24 @@ class VendorServer:
     async def _reset(self, request: Request) -> Response:
         self.reset()
         return _json(200, {"reset": True})
+
+    async def _cache(self, request: Request) -> Response:
+        """GET: the prompt cache's policy and live entries. POST {"clear": true} or {"advance_s": N}."""
+        if self.cache is None:
+            return _json(200, {"enabled": False})
+        if request.method == "POST":
+            try:
+                order = orjson.loads(await request.body() or b"{}")
+                advance = order.get("advance_s", 0) if isinstance(order, dict) else None
+                if not isinstance(order, dict) or isinstance(advance, bool) or not isinstance(advance, (int, float)):
+                    raise ValueError("expected {\"clear\": true} or {\"advance_s\": seconds}")
+            except (ValueError, orjson.JSONDecodeError) as e:
+                return _json(400, {"error": {"message": str(e), "type": "invalid_request_error", "param": None,
+                                             "code": "bad_control"}})
+            if order.get("clear") is True:
+                self.cache.clear()
+            self.cache.advance(float(advance))
+        return _json(200, {"enabled": True, **self.cache.snapshot()})
 
 
 def _cached_of(usage: dict[str, Any]) -> int:

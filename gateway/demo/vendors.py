@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -30,7 +31,10 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from gateway.config.load import load_config
+from gateway.config.schema import Config
+from gateway.demo.anthropic_vendor import ANTHROPIC_CACHE
 from gateway.demo.dialects import MOONSHOT, dialect_for
+from gateway.demo.prompt_cache import CachePolicy, PrefixCache
 from gateway.demo.vendor_app import DroppedConnection, ModelSpec, VendorServer, VendorSpec
 
 DEFAULT_DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
@@ -41,30 +45,77 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
                       env: Mapping[str, str] | None = None) -> list[VendorSpec]:
     """One VendorSpec per `api_style: openai` provider of the config, serving its deployments' upstream models.
 
+    An `api_style: anthropic` provider on the same host and port as an openai-style one is that vendor's
+    Anthropic-format endpoint (DeepSeek's `/anthropic`): its path and its deployments' models join the vendor's.
+    A provider's `cache:` settings (mode, ttl_s, min_tokens), when the config has them, set the vendor's prompt
+    cache, so the simulation caches as the gateway is told the vendor does.
     `env` defaults to empty, so `${DEMO_X_URL:-default}` resolves to the default and yields the path.
     """
     config = load_config(path, env={} if env is None else env)
+    openai_style = {n: p for n, p in config.providers.items() if p.api_style == "openai"}
+    twins: dict[str, str] = {}  # openai-style provider -> the anthropic-style provider at its host:port
+    for name, p in config.providers.items():
+        if p.api_style == "anthropic":
+            host = urlsplit(p.api_base).netloc
+            twin = next((n for n, o in openai_style.items() if urlsplit(o.api_base).netloc == host), None)
+            if twin is not None:
+                twins[twin] = name
     specs = []
-    for name, provider in config.providers.items():
-        if provider.api_style != "openai":
-            continue
-        models: dict[str, ModelSpec] = {}
-        for d in config.deployments:
-            if d.provider != name:
-                continue
-            upstream = d.upstream_model or d.model
-            seen = models.get(upstream)
-            # Two deployments may name one upstream model (e.g. two prices for deepseek-chat): serve the widest.
-            models[upstream] = ModelSpec(
-                name=upstream,
-                context_window=max(d.context_window, seen.context_window if seen else 0),
-                max_output_tokens=_max_opt(d.max_output_tokens, seen.max_output_tokens if seen else None),
-                mode=d.mode,
-            )
+    for name, provider in openai_style.items():
+        dialect = dialect_for(name)
+        twin_name = twins.get(name)
+        models = _models(config, {name} | ({twin_name} if twin_name else set()))
         api_key = provider.api_key.get_secret_value() if provider.api_key else ""
         path_part = urlsplit(provider.api_base).path.rstrip("/")
-        specs.append(VendorSpec(name, path_part, api_key, tuple(models.values()), dialect_for(name)))
+        chat_cache = _policy(getattr(provider, "cache", None), dialect.cache)
+        spec = VendorSpec(name, path_part, api_key, models, dialect,
+                          cache="dialect" if chat_cache is _UNSET else chat_cache)
+        if twin_name is not None:
+            twin_cfg = config.providers[twin_name]
+            explicit = _policy(getattr(twin_cfg, "cache", None), ANTHROPIC_CACHE)
+            spec = replace(spec, anthropic_path=urlsplit(twin_cfg.api_base).path.rstrip("/"),
+                           anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit)
+        specs.append(spec)
     return specs
+
+
+def _models(config: Config, providers: set[str]) -> tuple[ModelSpec, ...]:
+    models: dict[str, ModelSpec] = {}
+    for d in config.deployments:
+        if d.provider not in providers:
+            continue
+        upstream = d.upstream_model or d.model
+        seen = models.get(upstream)
+        # Two deployments may name one upstream model (e.g. two prices for deepseek-chat): serve the widest.
+        models[upstream] = ModelSpec(
+            name=upstream,
+            context_window=max(d.context_window, seen.context_window if seen else 0),
+            max_output_tokens=_max_opt(d.max_output_tokens, seen.max_output_tokens if seen else None),
+            mode=d.mode,
+        )
+    return tuple(models.values())
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+def _policy(setting: Any, default: CachePolicy | None) -> Any:
+    """The cache policy a provider's `cache:` setting gives (None: no cache), or _UNSET when it sets none.
+
+    The block size stays the vendor's own (the config knows TTL and minimum, not the vendor's granularity).
+    """
+    if setting is None:
+        return _UNSET
+    mode = getattr(setting, "mode", None)
+    if mode == "none":
+        return None
+    base = default or CachePolicy(block_tokens=64, min_tokens=0)
+    changes = {k: v for k in ("ttl_s", "min_tokens") if (v := getattr(setting, k, None)) is not None}
+    return replace(base, **changes)
 
 
 def default_ports(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG) -> dict[str, int]:
@@ -120,6 +171,7 @@ class VendorCluster:
         specs = list(specs) if specs is not None else specs_from_config(config_path)
         self.vendors: dict[str, VendorServer] = {s.provider: VendorServer(s) for s in specs}
         self.urls: dict[str, str] = {}  # provider -> api_base URL, path included
+        self.anthropic_urls: dict[str, str] = {}  # provider -> its Anthropic-format base URL (DeepSeek's /anthropic)
         self.ports: dict[str, int] = {}
         self._servers: list[_VendorUvicorn] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,6 +201,8 @@ class VendorCluster:
                 url_host = f"[{host}]" if ":" in host else host
                 self.ports[provider] = port
                 self.urls[provider] = f"http://{url_host}:{port}{vendor.spec.path}"
+                if vendor.spec.anthropic_base is not None:
+                    self.anthropic_urls[provider] = f"http://{url_host}:{port}{vendor.spec.anthropic_base.rstrip('/')}"
             await self._wait_started()
         except BaseException:
             await self.stop()
@@ -204,10 +258,32 @@ class VendorCluster:
     def spec(self, provider: str) -> VendorSpec:
         return self._vendor(provider).spec
 
+    def _caches(self, provider: str) -> list[PrefixCache]:
+        vendor = self._vendor(provider)
+        anthropic = vendor.anthropic.cache if vendor.anthropic is not None else None
+        return [c for c in (vendor.cache, anthropic) if c is not None]
+
+    def clear_cache(self, provider: str | None = None) -> None:
+        """Forget the remembered prompt prefixes (every vendor when `provider` is None); same as POST /_cache."""
+        for name in [provider] if provider else list(self.vendors):
+            for cache in self._caches(name):
+                cache.clear()
+
+    def advance_cache_clock(self, provider: str, seconds: float) -> None:
+        """Age this vendor's prompt caches (both formats) by `seconds`: entries unused longer than a TTL expire."""
+        caches = self._caches(provider)
+        if not caches:
+            raise ValueError(f"{provider} has no prompt cache")
+        for cache in caches:
+            cache.advance(seconds)
+
 
 def env_for(cluster: VendorCluster) -> dict[str, str]:
-    """The DEMO_<PROVIDER>_URL variables config/demo.yaml interpolates, pointing at the bound ports."""
-    return {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    """The variables config/demo.yaml interpolates, pointing at the bound ports: DEMO_<PROVIDER>_URL, and
+    DEMO_<PROVIDER>_ANTHROPIC_URL for a vendor that also speaks the Anthropic format."""
+    env = {f"DEMO_{provider.upper()}_URL": url for provider, url in cluster.urls.items()}
+    env.update({f"DEMO_{provider.upper()}_ANTHROPIC_URL": url for provider, url in cluster.anthropic_urls.items()})
+    return env
 
 
 class VendorClusterThread:

@@ -15,8 +15,8 @@ from gateway.errors import Unauthorized
 from gateway.keys.identity import ANONYMOUS, DEFAULT_TEAM, Identity
 from gateway.keys.store import KeyStore
 
-INVALID_KEY = "Invalid API key. Send a gateway key as 'Authorization: Bearer <key>'."
-MISSING_KEY = "Missing API key. Send a gateway key as 'Authorization: Bearer <key>'."
+INVALID_KEY = "Invalid API key. Send a gateway key as 'Authorization: Bearer <key>' (or 'x-api-key: <key>')."
+MISSING_KEY = "Missing API key. Send a gateway key as 'Authorization: Bearer <key>' (or 'x-api-key: <key>')."
 ADMIN_ONLY = "This endpoint requires the admin key as 'Authorization: Bearer <admin key>'."
 
 
@@ -43,6 +43,15 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token
 
 
+def client_token(headers: Mapping[str, str]) -> str | None:
+    """A client's key: a bearer token, else `x-api-key` (how the Anthropic SDKs send theirs)."""
+    token = bearer_token(headers)
+    if token is None:
+        value = _header(headers, "x-api-key")
+        token = value.strip() or None if value is not None else None
+    return token
+
+
 class Authenticator:
     def __init__(self, store: KeyStore, *, require_api_key: bool) -> None:
         self._store = store
@@ -55,7 +64,7 @@ class Authenticator:
         request belongs to team `default`. A token that *looks like* a gateway key but is unknown or revoked is
         refused even then: silently billing it to `default` would hide a revoked key still in use.
         """
-        token = bearer_token(headers)
+        token = client_token(headers)
         if token is None:
             if self._require:
                 raise Unauthorized(MISSING_KEY)

@@ -1,6 +1,6 @@
 """The OpenAI-compatible API: thin handlers that read the body and hand it to the pipeline.
 
-The two hot POST routes are also served by `hot_post`, a raw ASGI endpoint that `GatewayApp` (gateway/app.py)
+The inbound POST routes (one per client dialect, gateway.dialects.ROUTES) are also served by `hot_post`, a raw ASGI endpoint that `GatewayApp` (gateway/app.py)
 calls before FastAPI's middleware, routing and dependency machinery (~25 us of CPU per request, measured with
 `make bench`). It answers exactly as the FastAPI routes below would: the same pipeline, the same error bodies
 and headers (a GatewayError through `error_response`, anything else a 500 `internal_error` in the same format,
@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from gateway.dialects import DIALECTS, ROUTES
 from gateway.errors import BodyTooLarge, GatewayError
-from gateway.http.errors import error_response
 from gateway.pipeline import Pipeline
 from gateway.streaming import SERVER_SEND
 
@@ -27,7 +27,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-HOT_ROUTES = {"/v1/chat/completions": "chat", "/v1/embeddings": "embedding"}
+HOT_ROUTES = ROUTES  # path -> inbound API (a key of DIALECTS)
 
 router = APIRouter()
 
@@ -75,9 +75,10 @@ async def _read_asgi_body(scope: Scope, receive: Receive, headers: Headers, limi
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def hot_post(app: Any, mode: str, scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /v1/chat/completions or /v1/embeddings as a raw ASGI endpoint (see the module's docstring)."""
+async def hot_post(app: Any, api: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """An inbound API's POST route as a raw ASGI endpoint (see the module's docstring)."""
     started = False
+    dialect = DIALECTS[api]
 
     async def tracked_send(message: Message) -> None:
         nonlocal started
@@ -92,20 +93,20 @@ async def hot_post(app: Any, mode: str, scope: Scope, receive: Receive, send: Se
         try:
             raw = await _read_asgi_body(scope, receive, headers, state.services.config.gateway.max_body_bytes)
         except BodyTooLarge as exc:
-            response: Response = error_response(exc)
+            response: Response = dialect.error_response(exc)
         else:
             pipeline: Pipeline = state.pipeline
-            response = await (pipeline.chat(raw, headers) if mode == "chat" else pipeline.embeddings(raw, headers))
+            response = await pipeline.handle(api, raw, headers)
         await response(scope, receive, tracked_send)
     except _Disconnected:
         return
     except GatewayError as exc:
         if started:
             raise
-        await error_response(exc)(scope, receive, send)
+        await dialect.error_response(exc)(scope, receive, send)
     except Exception as exc:
-        if not started:  # the OpenAI body (500 internal_error, nothing of the exception's text), then the log
-            await error_response(exc)(scope, receive, send)
+        if not started:  # the client's error shape (500 internal_error, nothing of the exception's text), then the log
+            await dialect.error_response(exc)(scope, receive, send)
         raise
     finally:
         # The server's cycle holds the scope, so a bound method of it left in the scope is a reference cycle:
@@ -118,23 +119,20 @@ def _pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
-async def _proxy(request: Request, mode: str) -> Response:
-    try:
-        raw = await read_body(request)
-    except BodyTooLarge as exc:
-        return error_response(exc)
-    pipeline = _pipeline(request)
-    return await (pipeline.chat(raw, request.headers) if mode == "chat" else pipeline.embeddings(raw, request.headers))
+def _proxy_route(api: str) -> Callable[[Request], Awaitable[Response]]:
+    async def proxy(request: Request) -> Response:
+        try:
+            raw = await read_body(request)
+        except BodyTooLarge as exc:
+            return DIALECTS[api].error_response(exc)
+        return await _pipeline(request).handle(api, raw, request.headers)
+
+    proxy.__name__ = f"{api}_endpoint"
+    return proxy
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _proxy(request, "chat")
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await _proxy(request, "embedding")
+for _path, _api in ROUTES.items():
+    router.add_api_route(_path, _proxy_route(_api), methods=["POST"], response_model=None)
 
 
 @router.get("/v1/models")

@@ -29,6 +29,10 @@ class ParsedRequest:
     body: dict[str, Any]  # what is forwarded (the `gateway` field removed; model replaced per attempt)
     stream: bool
     client_wants_usage: bool
+    api: str = "chat"  # the inbound API (gateway/dialects): the ledger's `api` column
+    native: dict[str, Any] | None = None  # the client's own body, for pass-through to a same-dialect vendor
+    native_only: tuple[str, ...] = ()  # what of `native` the canonical body cannot carry (pass-through only)
+    context: Any = None  # what a translating dialect keeps for its answer (the Responses echo)
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -140,8 +144,32 @@ def _capabilities(body: Mapping[str, Any]) -> frozenset[str]:
 
 def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, default_output: int) -> ParsedRequest:
     body = parse_json_body(raw)
-    model = check_model(body.get("model"))
+    check_model(body.get("model"))
     check_chat(body, raw)  # every forwarded field's type and range (gateway/http/validate.py)
+    return chat_request(body, headers, counter, default_output, checked=True)
+
+
+def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: TokenCounter, default_output: int, *,
+                 api: str = "chat", native: dict[str, Any] | None = None, context: Any = None,
+                 checked: bool = False) -> ParsedRequest:
+    """A chat-completions body (the client's, or one a dialect translated to) -> the canonical parsed request.
+    Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself. `checked`: the
+    client's own chat body, already through `check_chat`; a translated one gets the basic checks here."""
+    if checked:
+        model = body["model"]
+    else:
+        model = check_model(body.get("model"))
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("'messages' must be a non-empty array of message objects", param="messages")
+        for name in ("max_completion_tokens", "max_tokens"):
+            v = body.get(name)
+            if v is not None and (type(v) is not int or v < 0):
+                raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
+        if not isinstance(body.get("stream", False), bool):
+            raise BadRequest("'stream' must be a boolean", param="stream")
+        if not isinstance(body.get("stream_options") or {}, dict):
+            raise BadRequest("'stream_options' must be an object", param="stream_options")
     messages = body["messages"]
     stream = body.get("stream") or False
     opts = body.get("stream_options")
@@ -159,7 +187,7 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, de
         constraints=constraints,
     )
     wants_usage = bool(stream and opts and opts.get("include_usage"))
-    return ParsedRequest(facts, body, stream, wants_usage)
+    return ParsedRequest(facts, body, stream, wants_usage, api, native, context=context)
 
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:
@@ -171,4 +199,4 @@ def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounte
     mode: Mode = "embedding"
     facts = RequestFacts(model=model, mode=mode, prompt_tokens=counter.count_embedding_input(value),
                          requested_output_tokens=None, expected_output_tokens=0, constraints=constraints)
-    return ParsedRequest(facts, body, False, False)
+    return ParsedRequest(facts, body, False, False, "embeddings")

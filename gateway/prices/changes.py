@@ -20,7 +20,7 @@ from gateway.domain import DeploymentKey, Price, PriceVersion
 from gateway.errors import BadRequest
 from gateway.prices.formats import PRICE_FIELDS, PriceEntry, PriceFile, match, parse_gateway_document, price_fields
 
-_COMPARED = ("currency", "per", "input", "output", "cached_input", "tiers", "off_peak")
+_COMPARED = ("currency", "per", "input", "output", "cached_input", "cache_write", "tiers", "off_peak")
 _CONFIG_FACTS = ("context_window", "quality")  # shown by GET /admin/prices, owned by the config file
 
 

@@ -28,11 +28,14 @@ Format = Literal["gateway", "litellm", "openrouter"]
 FORMATS: tuple[str, ...] = ("gateway", "litellm", "openrouter")
 
 # Price fields a gateway-format entry may carry (plus provider/model; context_window/quality are config facts).
-PRICE_FIELDS = ("currency", "per", "input", "output", "cached_input", "tiers", "off_peak")
+PRICE_FIELDS = ("currency", "per", "input", "output", "cached_input", "cache_write", "tiers", "off_peak")
 _ABOVE_RE = re.compile(
-    r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost)_above_(\d+)(k?)_tokens$")
+    r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost|cache_creation_input_token_cost)"
+    r"_above_(\d+)(k?)_tokens$")
+# LiteLLM's names for the price fields (USD per token): cache reads are `cached_input`, cache writes `cache_write`.
 _TIER_FIELD = {"input_cost_per_token": "input", "output_cost_per_token": "output",
-               "cache_read_input_token_cost": "cached_input"}
+               "cache_read_input_token_cost": "cached_input", "cache_creation_input_token_cost": "cache_write"}
+_CACHE_FIELDS = ("cached_input", "cache_write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +172,8 @@ def _litellm_tiers(item: Mapping[str, Any], max_input: int | None) -> list[dict[
             if top is None or inp is None:
                 return None
             tiers.append({"up_to": top, "input": inp, "output": out if out is not None else Decimal(0),
-                          "cached_input": _per_million(t.get("cache_read_input_token_cost"))})
+                          "cached_input": _per_million(t.get("cache_read_input_token_cost")),
+                          "cache_write": _per_million(t.get("cache_creation_input_token_cost"))})
         return tiers
     above: dict[int, dict[str, Decimal]] = {}
     for key, value in item.items():
@@ -181,14 +185,13 @@ def _litellm_tiers(item: Mapping[str, Any], max_input: int | None) -> list[dict[
         return None
     # Base prices apply up to the first threshold; each "above N" price up to the next threshold. The last
     # tier reaches the context window (pricing applies the last tier to anything longer anyway).
-    base = {"input": _per_million(item.get("input_cost_per_token")),
-            "output": _per_million(item.get("output_cost_per_token")),
-            "cached_input": _per_million(item.get("cache_read_input_token_cost"))}
+    base = {field: _per_million(item.get(key)) for key, field in _TIER_FIELD.items()}
     thresholds = sorted(above)
     tops = thresholds[1:] + [max(max_input or 0, thresholds[-1] + 1)]
     tiers = [{"up_to": thresholds[0], **base}]
     for threshold, top in zip(thresholds, tops):
-        prices = {**{k: v for k, v in base.items() if k != "cached_input"}, "cached_input": None, **above[threshold]}
+        # A cache price quoted for the base input does not carry over to a tier that changes the input price.
+        prices = {**base, **{k: None for k in _CACHE_FIELDS}, **above[threshold]}
         tiers.append({"up_to": top, **prices})
     if any(t["input"] is None for t in tiers):
         return None
@@ -198,12 +201,12 @@ def _litellm_tiers(item: Mapping[str, Any], max_input: int | None) -> list[dict[
 
 
 def _usd_per_million_entry(name: str, inp: Decimal | None, out: Decimal | None, cached: Decimal | None,
-                           tiers: list[dict[str, Any]] | None, context: int | None,
+                           written: Decimal | None, tiers: list[dict[str, Any]] | None, context: int | None,
                            max_out: int | None) -> PriceEntry:
     fields = {"currency": "USD", "per": "1M", "input": inp,
               # LiteLLM omits output prices for embedding models: nothing is generated, so nothing is charged.
               "output": out if out is not None else Decimal(0),
-              "cached_input": cached, "tiers": tiers or [], "off_peak": []}
+              "cached_input": cached, "cache_write": written, "tiers": tiers or [], "off_peak": []}
     return PriceEntry(name, fields, name, context_window=context, max_output_tokens=max_out)
 
 
@@ -226,15 +229,18 @@ def parse_litellm(text: str) -> PriceFile:
             continue
         out = _per_million(item.get("output_cost_per_token"))
         cached = _per_million(item.get("cache_read_input_token_cost"))
+        written = _per_million(item.get("cache_creation_input_token_cost"))
         if tiers and item.get("output_cost_per_token") is None:
             out, cached = tiers[0]["output"], cached if cached is not None else tiers[0]["cached_input"]
-        entries.append(_usd_per_million_entry(name, inp, out, cached, tiers, max_input,
+            written = written if written is not None else tiers[0]["cache_write"]
+        entries.append(_usd_per_million_entry(name, inp, out, cached, written, tiers, max_input,
                                               _int_or_none(item.get("max_output_tokens"))))
     return PriceFile("litellm", tuple(entries), skipped=tuple(skipped))
 
 
 def parse_openrouter(text: str) -> PriceFile:
-    """OpenRouter's `GET /api/v1/models`: {"data": [{id, pricing: {prompt, completion, input_cache_read}, ...}]}."""
+    """OpenRouter's `GET /api/v1/models`: {"data": [{id, pricing: {prompt, completion, input_cache_read,
+    input_cache_write}, ...}]}."""
     data = _json_exact(text)
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -252,7 +258,8 @@ def parse_openrouter(text: str) -> PriceFile:
             continue
         top = item.get("top_provider") or {}
         entries.append(_usd_per_million_entry(
-            name, inp, out, _per_million(pricing.get("input_cache_read")), None,
+            name, inp, out, _per_million(pricing.get("input_cache_read")),
+            _per_million(pricing.get("input_cache_write")), None,
             _int_or_none(item.get("context_length")), _int_or_none(top.get("max_completion_tokens"))))
     return PriceFile("openrouter", tuple(entries), skipped=tuple(skipped))
 
@@ -305,7 +312,8 @@ def _opt(value: Decimal | None) -> str | None:
 
 
 def price_fields(price: Price) -> dict[str, Any]:
-    """A `Price` in the gateway's format (the config's `price:` shape), decimals as strings."""
+    """A `Price` in the gateway's format (the config's `price:` shape), decimals as strings. `cache_write` is
+    optional in that shape (most vendors bill no cache writes): written only where set."""
     out: dict[str, Any] = {
         "currency": price.currency,
         "per": {1_000: "1K", 1_000_000: "1M"}.get(price.per, str(price.per)),
@@ -313,13 +321,22 @@ def price_fields(price: Price) -> dict[str, Any]:
         "output": dec(price.output),
         "cached_input": _opt(price.cached_input),
     }
+    _cache_write(out, price.cache_write)
     if price.tiers:
-        out["tiers"] = [{"up_to": t.up_to, "input": dec(t.input), "output": dec(t.output),
-                         "cached_input": _opt(t.cached_input)} for t in price.tiers]
+        out["tiers"] = [_cache_write({"up_to": t.up_to, "input": dec(t.input), "output": dec(t.output),
+                                      "cached_input": _opt(t.cached_input)}, t.cache_write) for t in price.tiers]
     if price.off_peak:
-        out["off_peak"] = [{"from": f"{w.start:%H:%M}", "to": f"{w.end:%H:%M}", "tz": w.tz, "input": dec(w.input),
-                            "output": dec(w.output), "cached_input": _opt(w.cached_input)} for w in price.off_peak]
+        out["off_peak"] = [_cache_write({"from": f"{w.start:%H:%M}", "to": f"{w.end:%H:%M}", "tz": w.tz,
+                                         "input": dec(w.input), "output": dec(w.output),
+                                         "cached_input": _opt(w.cached_input)}, w.cache_write)
+                           for w in price.off_peak]
     return out
+
+
+def _cache_write(fields: dict[str, Any], value: Decimal | None) -> dict[str, Any]:
+    if value is not None:
+        fields["cache_write"] = dec(value)
+    return fields
 
 
 def version_document(version: PriceVersion, deployments: Iterable[DeploymentConfig] | None = None) -> dict[str, Any]:

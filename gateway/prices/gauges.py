@@ -17,7 +17,7 @@ from gateway.metrics import Metrics
 from gateway.prices.book import PriceBook
 from gateway.tasks import cancel_and_wait
 
-_DIRECTIONS = ("input", "cached_input", "output")
+_DIRECTIONS = ("input", "cached_input", "output", "cache_write")
 
 
 def _now() -> datetime:
@@ -38,7 +38,10 @@ def update_price_gauges(metrics: Metrics, version: PriceVersion, deployments: It
             continue
         scale = 1_000_000 // price.per  # per 1K -> per 1M is x1000: exact in Decimal, float only at the sample
         cached = price.cached_input if price.cached_input is not None else price.input
-        for direction, value in zip(_DIRECTIONS, (price.input, cached, price.output)):
+        values = [price.input, cached, price.output]
+        if price.cache_write is not None:  # shown where set: a vendor without cache writes has no such price
+            values.append(price.cache_write)
+        for direction, value in zip(_DIRECTIONS, values):
             labels = (d.provider, d.model, direction, price.currency)
             metrics.price.labels(*labels).set(float(value * scale))
             written.add(labels)

@@ -92,10 +92,12 @@ class _AiohttpEventStream:
 
 
 class OpenAICompatProvider:
+    STYLE_HEADERS: dict[str, str] = {}  # sent on every call (an API version header)
+
     def __init__(self, name: str, cfg: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        headers = {"user-agent": "llm-cost-gateway/0.1"}
+        headers = {"user-agent": "llm-cost-gateway/0.1", **self.STYLE_HEADERS}
         if cfg.api_key is not None and cfg.api_key.get_secret_value():
-            headers["authorization"] = f"Bearer {cfg.api_key.get_secret_value()}"
+            headers.update(self._auth_headers(cfg.api_key.get_secret_value()))
         self.name = name
         self._base = cfg.api_base.rstrip("/") + "/"
         self._headers = headers
@@ -104,6 +106,10 @@ class OpenAICompatProvider:
         self._session: aiohttp.ClientSession | None = None
         self._httpx: _HttpxClient | None = (
             _HttpxClient(self._base, headers, cfg.timeout_s, transport) if transport is not None else None)
+
+    def _auth_headers(self, key: str) -> dict[str, str]:
+        """The operator's credential, as this API style sends it."""
+        return {"authorization": f"Bearer {key}"}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -132,10 +138,13 @@ class OpenAICompatProvider:
         return await self._post_json("embeddings", body)
 
     async def stream(self, deployment: Deployment, body: dict[str, Any]) -> EventStream:
+        return await self._open_stream("chat/completions", body)
+
+    async def _open_stream(self, path: str, body: dict[str, Any]) -> EventStream:
         if self._httpx is not None:
-            return await self._httpx.stream("chat/completions", body)
+            return await self._httpx.stream(path, body)
         try:
-            resp = await self._client().post(self._base + "chat/completions", data=orjson.dumps(body), headers=_SSE)
+            resp = await self._client().post(self._base + path, data=orjson.dumps(body), headers=_SSE)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise _translate(e) from None
         if resp.status != 200:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.config.schema import Config
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.litellm_adapter import LitellmProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
@@ -13,6 +14,8 @@ def build_providers(config: Config) -> dict[str, Provider]:
     for name, cfg in config.providers.items():
         if cfg.api_style == "openai":
             providers[name] = OpenAICompatProvider(name, cfg)
+        elif cfg.api_style == "anthropic":
+            providers[name] = AnthropicProvider(name, cfg)
         else:
             providers[name] = LitellmProvider(name, cfg)
     return providers

@@ -58,11 +58,22 @@ def test_gateway_config_takes_vendor_keys_from_the_environment() -> None:
         ("volcengine", "https://ark.cn-beijing.volces.com/api/v3"),
         ("qianfan", "https://qianfan.baidubce.com/v2"),
         ("hunyuan", "https://api.hunyuan.cloud.tencent.com/v1"),
+        ("deepseek-anthropic", "https://api.deepseek.com/anthropic"),
+        ("moonshot-anthropic", "https://api.moonshot.cn/anthropic"),
+        ("zhipu-anthropic", "https://open.bigmodel.cn/api/anthropic"),
+        ("dashscope-anthropic", "https://dashscope.aliyuncs.com/apps/anthropic"),
     ],
 )
 def test_gateway_config_points_at_the_real_vendor_endpoints(provider: str, api_base: str) -> None:
     cfg = load_config(REPO / "config" / "gateway.yaml", env={})
     assert cfg.providers[provider].api_base == api_base
+
+
+def test_anthropic_format_endpoints_are_anthropic_style() -> None:
+    cfg = load_config(REPO / "config" / "gateway.yaml", env={})
+    styles = {name: p.api_style for name, p in cfg.providers.items() if name.endswith("-anthropic")}
+    assert styles == dict.fromkeys(["deepseek-anthropic", "moonshot-anthropic", "zhipu-anthropic",
+                                    "dashscope-anthropic"], "anthropic")
 
 
 def test_price_file_is_exactly_the_section_9_table() -> None:

@@ -91,6 +91,11 @@ REFUSALS = [
      "deployments.1.price.output", "must not be negative"),
     ("negative-cached", ("cached_input: 0.0001}", "cached_input: -0.0001}"),
      "deployments.0.price.cached_input", "must not be negative"),
+    ("negative-cache-write", ("cached_input: 0.0001}", "cached_input: 0.0001, cache_write: -0.00125}"),
+     "deployments.0.price.cache_write", "must not be negative"),
+    ("negative-tier-cache-write", ("input: 5, output: 15}", "input: 5, output: 15, tiers: [{up_to: 32K, input: 1, "
+                                   "output: 2, cache_write: -1}]}"),
+     "deployments.1.price.tiers.0.cache_write", "must not be negative"),
     ("negative-fx", ("fx_rates: {USD: 7.10}", "fx_rates: {USD: -7.10}"), "fx_rates.USD", "negative"),
     ("tiers-out-of-order", ("input: 5, output: 15}", "input: 5, output: 15, tiers: [{up_to: 128K, input: 1, "
                             "output: 2}, {up_to: 32K, input: 3, output: 4}]}"),
@@ -344,3 +349,18 @@ def test_check_config_exits_1_with_the_precise_message_on_a_bad_file(tmp_path: P
     assert result.returncode == 1
     assert f"{path}: deployments.1.price.input: must not be negative, got -5" in result.stderr
     assert "Traceback" not in result.stderr and "provider" not in result.stdout
+
+
+def test_cache_write_prices_from_a_file_are_exact_decimals_at_every_level(tmp_path: Path) -> None:
+    text = BASE.replace("input: 0.001, output: 0.002, cached_input: 0.0001",
+                        "input: 0.001, output: 0.002, cached_input: 0.0001, cache_write: 0.00125").replace(
+        "input: 5, output: 15}", "input: 5, output: 15, tiers: [{up_to: 32K, input: 1, output: 2, cache_write: "
+        "1.25}, {up_to: 1M, input: 3, output: 4}], off_peak: [{from: 16:30, to: 00:30, input: 1, output: 2, "
+        "cache_write: 0.000000000000000000000000000001}]}")
+    cfg = load_config(write(tmp_path, text), env={})
+    first = cfg.deployments[0].price.to_price()
+    assert first.cache_write == D("0.00125") and type(first.cache_write) is Decimal
+    second = cfg.deployments[1].price.to_price()
+    assert second.cache_write is None  # not set: priced at input
+    assert [t.cache_write for t in second.tiers] == [D("1.25"), None]
+    assert str(second.off_peak[0].cache_write) == "1E-30"  # 30 digits, read from the text, not rounded

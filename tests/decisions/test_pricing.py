@@ -283,3 +283,111 @@ def test_a_price_unit_other_than_1k_or_1m_is_refused_rather_than_divided_with_ro
     assert tokens_cost(1001, Decimal("0.0005"), 1_000) == Decimal("0.0005005")
     with pytest.raises(ValueError, match="per 1K or per 1M"):
         tokens_cost(7, Decimal("1"), 3)
+
+
+# ---- cache_write (tokens written to the vendor's prompt cache) ------------------------------------------------------
+
+# Anthropic-style: writing to the cache costs more than input, reading from it a tenth (USD per 1M).
+SONNET = Price("USD", 1_000_000, D("3"), D("15"), cached_input=D("0.3"), cache_write=D("3.75"))
+
+
+def test_usage_directions_partition_the_prompt_cache_write_included() -> None:
+    usage = Usage(1_001, 20_000, 333, "provider", 4_096)
+    assert usage.cache_write_tokens == 4_096
+    assert usage.prompt_tokens == 1_001 + 20_000 + 4_096 == 25_097
+    assert Usage(5, 6, 7).cache_write_tokens == 0  # positional callers keep working, writing nothing
+    assert Usage(5, 6, 7).prompt_tokens == 11
+
+
+def test_each_direction_is_priced_at_its_own_price_cache_write_at_cache_write_to_the_digit() -> None:
+    usage = Usage(input_tokens=1_001, cached_input_tokens=20_000, output_tokens=333, cache_write_tokens=4_096)
+    cost = price_usage(usage, SONNET, version(), NOON)
+    assert cost.unit_prices.cache_write == D("3.75")
+    assert cost.input == D("0.003003")  # 1,001 x 3 / 1M
+    assert cost.cached_input == D("0.006")  # 20,000 x 0.3 / 1M
+    assert cost.cache_write == D("0.01536")  # 4,096 x 3.75 / 1M
+    assert cost.output == D("0.004995")  # 333 x 15 / 1M
+    assert cost.total == D("0.029358")
+    assert cost.cache_write_reporting == D("0.109056")  # x 7.10
+    assert cost.total_reporting == D("0.2084418")
+    assert cost.total_reporting == (cost.input_reporting + cost.cached_input_reporting + cost.cache_write_reporting
+                                    + cost.output_reporting)
+
+
+@pytest.mark.parametrize(
+    ("price", "write_unit", "write_cost"),
+    [
+        (Price("CNY", 1_000, D("0.001"), D("0.002"), cache_write=D("0.00125")), "0.00125", "0.00375"),
+        (Price("CNY", 1_000, D("0.001"), D("0.002"), cached_input=D("0.0001")), "0.001", "0.003"),  # default: input
+        (Price("CNY", 1_000, D("0.001"), D("0.002"), cache_write=D("0")), "0", "0"),  # free writes stay free
+    ],
+    ids=["explicit", "defaults-to-input-not-cached", "explicit-zero"],
+)
+def test_cache_write_is_priced_at_cache_write_defaulting_to_input(price: Price, write_unit: str,
+                                                                   write_cost: str) -> None:
+    cost = price_usage(Usage(1_000, 0, 0, cache_write_tokens=3_000), price, version(), NOON)
+    assert cost.unit_prices.cache_write == D(write_unit)
+    assert cost.cache_write == D(write_cost)
+    assert cost.total == D("0.001") + D(write_cost)
+
+
+def test_cost_without_cache_writes_is_unchanged_and_its_cache_write_is_zero() -> None:
+    cost = price_usage(Usage(1_001, 0, 0), Price("CNY", 1_000, D("0.0005"), D("0.002")), version(), NOON)
+    assert cost.cache_write == 0 and cost.cache_write_reporting == 0
+    assert cost.total == D("0.0005005")
+
+
+def test_billing_tier_counts_cache_write_tokens_in_the_prompt() -> None:
+    # 30,000 input + 1,000 cached + 1,001 written = 32,001 prompt tokens: the second tier.
+    cost = price_usage(Usage(30_000, 1_000, 10, cache_write_tokens=1_001), TIERED, version(), NOON)
+    assert cost.unit_prices.tier == 128_000
+    assert cost.cache_write == D("0.0024024")  # defaults to the tier's input price, 2.4 / 1M
+
+
+def test_tier_cache_write_is_its_own_else_the_base_one_at_the_base_input_else_the_tier_input() -> None:
+    price = Price(
+        "CNY", 1_000_000, D("1"), D("2"), cache_write=D("1.25"),
+        tiers=(Tier(10, D("1"), D("2")), Tier(100, D("3"), D("4"), cache_write=D("3.75")), Tier(1_000, D("5"), D("6"))),
+    )
+    assert unit_prices(price, 10, NOON).cache_write == D("1.25")  # the tier keeps the base input price
+    assert unit_prices(price, 11, NOON).cache_write == D("3.75")  # the tier's own
+    assert unit_prices(price, 101, NOON).cache_write == D("5")  # neither: the tier's input price
+
+
+def test_off_peak_window_cache_write_is_its_own_else_its_input_price() -> None:
+    own = OffPeakWindow(time(0, 30), time(8, 30), "Asia/Shanghai", D("1"), D("4"), cache_write=D("1.5"))
+    night = datetime(2024, 5, 22, 20, 0, tzinfo=UTC)
+    assert unit_prices(Price("CNY", 1_000_000, D("2"), D("8"), off_peak=(own,)), 10, night).cache_write == D("1.5")
+    inherit = Price("CNY", 1_000_000, D("2"), D("8"), cache_write=D("2.5"), off_peak=(SHANGHAI,))
+    assert unit_prices(inherit, 10, night).cache_write == D("1")
+    assert unit_prices(inherit, 10, NOON).cache_write == D("2.5")
+
+
+def test_unit_prices_built_without_a_cache_write_price_write_at_the_input_price() -> None:
+    assert UnitPrices("CNY", 1_000, D("0.001"), D("0.0001"), D("0.002")).cache_write == D("0.001")
+    assert UnitPrices("CNY", 1_000, D("0.001"), D("0.0001"), D("0.002"), cache_write=D("0")).cache_write == D("0")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "cached", "written", "output", "expected"),
+    [
+        # 10,000 prompt: 6,000 read at 0.3, 2,000 written at 3.75, 2,000 fresh at 3; 500 output at 15; x 7.10.
+        (10_000, 6_000, 2_000, 500, "0.16188"),
+        (10_000, 10_000, 0, 0, "0.0213"),  # a whole warm prompt at the cached price
+        (10_000, 0, 10_000, 0, "0.26625"),  # a whole prompt written to the cache
+        (10_000, 0, 0, 0, "0.213"),  # no prediction: the whole prompt at input
+        (1_000, 900, 500, 0, "0.0152295"),  # predictions larger than the estimate: the fresh rest is 0, not negative
+    ],
+)
+def test_expected_cost_prices_predicted_cache_hits_and_writes_at_their_prices(
+    prompt: int, cached: int, written: int, output: int, expected: str
+) -> None:
+    up = unit_prices(SONNET, prompt, NOON)
+    cost = expected_cost(up, prompt, output, D("7.10"), cached_tokens=cached, cache_write_tokens=written)
+    assert cost == D(expected)
+
+
+def test_expected_cost_stays_exact_beyond_the_default_decimal_precision() -> None:
+    # 28 significant digits is where the default context would round; the exact context does not.
+    up = UnitPrices("CNY", 1_000, D("0.0000000000000000000000000001"), D("0"), D("1"))
+    assert expected_cost(up, 1_000_000_007, 1, D(1)) == D("0.0010000000000000000001000000007")

@@ -30,20 +30,3 @@ def test_embedding_vectors_are_stable_and_differ_by_text():
     assert textsim.embedding_vector("a") == textsim.embedding_vector("a")
     assert textsim.embedding_vector("a") != textsim.embedding_vector("b")
     assert all(-1 <= x < 1 for x in textsim.embedding_vector("a"))
-
-
-def test_prefix_cache_hits_only_whole_shared_leading_blocks():
-    cache = textsim.PrefixCache(block_tokens=4)
-    first = [str(i) for i in range(10)]
-    assert cache.lookup_and_store(first) == 0
-    assert cache.lookup_and_store(first) == 8  # two whole blocks; the last two tokens are not a block
-    diverging = first[:5] + ["x"] * 5
-    assert cache.lookup_and_store(diverging) == 4
-    assert cache.lookup_and_store(["x"] + first[1:]) == 0  # a different start shares no prefix
-
-
-def test_prefix_cache_keeps_namespaces_apart():
-    cache = textsim.PrefixCache(block_tokens=2)
-    cache.lookup_and_store(["a", "b", "c"], namespace="model-1")
-    assert cache.lookup_and_store(["a", "b", "c"], namespace="model-2") == 0
-    assert cache.lookup_and_store(["a", "b", "c"], namespace="model-1") == 2

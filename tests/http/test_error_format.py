@@ -78,7 +78,7 @@ def test_an_internal_failure_on_every_route_is_a_500_internal_error_without_its_
     state = gateway.app.state
     services, pipeline = state.services, state.pipeline
     routes = _routes(gateway)
-    assert ("POST", "/v1/chat/completions") in routes and ("POST", "/admin/keys") in routes
+    assert {("POST", "/v1/chat/completions"), ("POST", "/v1/messages"), ("POST", "/admin/keys")} <= set(routes)
     state.services = _Broken()
     state.pipeline = _Broken()
     try:
@@ -88,22 +88,34 @@ def test_an_internal_failure_on_every_route_is_a_500_internal_error_without_its_
             if path == "/healthz":  # touches nothing that can break
                 assert r.status_code == 200
                 continue
-            error = assert_openai_error(r, 500, "internal_error")
-            assert SECRET not in r.text and error["type"] == "server_error"
+            assert SECRET not in r.text
+            if path.startswith("/v1/messages"):  # Anthropic's shape on its own API
+                assert r.status_code == 500 and r.json() == {"type": "error", "error": {
+                    "type": "api_error", "message": "internal gateway error"}}
+            else:
+                assert assert_openai_error(r, 500, "internal_error")["type"] == "server_error"
             failed.append(path)
         assert len(failed) >= 12
     finally:
         state.services, state.pipeline = services, pipeline
 
 
+def test_framework_errors_on_the_messages_api_are_in_anthropics_shape(gateway: GatewayThread) -> None:
+    r = httpx.get(gateway.url + "/v1/messages")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(gateway.url + "/v1/messages/nope")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
 def test_an_internal_failure_in_the_pipeline_reaches_the_sdk_as_a_500(gateway: GatewayThread) -> None:
     state = gateway.app.state
     pipeline = state.pipeline
 
-    async def boom(raw: bytes, headers: Any) -> Any:
+    async def boom(api: str, raw: bytes, headers: Any) -> Any:
         raise RuntimeError(f"internal failure holding {SECRET}")
 
-    state.pipeline = type("P", (), {"chat": staticmethod(boom), "embeddings": staticmethod(boom)})()
+    state.pipeline = type("P", (), {"handle": staticmethod(boom)})()
     try:
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
         with pytest.raises(openai.InternalServerError) as caught:

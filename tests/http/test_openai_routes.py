@@ -31,12 +31,12 @@ class FakeCycle:
 
 
 def fake_app(cycle: FakeCycle) -> Any:
-    async def chat(raw: bytes, headers: Any) -> Response:
+    async def handle(api: str, raw: bytes, headers: Any) -> Response:
         cycle.send_in_scope_during_request = cycle.scope.get(SERVER_SEND) == cycle.send
         return Response(b"{}", media_type="application/json")
 
     services = SimpleNamespace(config=SimpleNamespace(gateway=SimpleNamespace(max_body_bytes=1 << 20)))
-    return SimpleNamespace(state=SimpleNamespace(services=services, pipeline=SimpleNamespace(chat=chat)))
+    return SimpleNamespace(state=SimpleNamespace(services=services, pipeline=SimpleNamespace(handle=handle)))
 
 
 async def test_the_servers_send_is_in_the_scope_during_the_request_and_gone_after_it() -> None:

@@ -117,3 +117,20 @@ async def test_history_lists_every_version_of_a_deployments_price(client: httpx.
         (1, "0.02", True), (2, "0.01", True), (3, "0.005", True), (4, "0.005", False)]
     r = await client.get("/admin/prices/history", headers=AUTH, params={"provider": "dashscope", "model": "nope"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+async def test_put_sets_cache_write_and_get_and_history_show_it(client: httpx.AsyncClient) -> None:
+    r = await client.put("/admin/prices", headers=AUTH, content=b'{"prices": [{"provider": "anthropic", '
+                         b'"model": "claude-sonnet-4-5", "cache_write": 3.75, "cached_input": "0.3"}]}')
+    assert r.status_code == 200, r.text
+    assert {(c["field"], c["old"], c["new"]) for c in r.json()["changed"]} == {
+        ("cache_write", None, "3.75"), ("cached_input", None, "0.3")}
+    claude = next(p for p in (await client.get("/admin/prices", headers=AUTH)).json()["prices"]
+                  if p["model"] == "claude-sonnet-4-5")
+    assert (claude["input"], claude["cached_input"], claude["cache_write"]) == ("3", "0.3", "3.75")
+    r = await client.put("/admin/prices", headers=AUTH, json={"prices": [
+        {"provider": "anthropic", "model": "claude-sonnet-4-5", "cache_write": "-1"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prices[0].cache_write"
+    r = await client.get("/admin/prices/history", headers=AUTH,
+                         params={"provider": "anthropic", "model": "claude-sonnet-4-5"})
+    assert [(x["version"], x.get("cache_write")) for x in r.json()["versions"]] == [(1, None), (2, "3.75")]

@@ -23,6 +23,10 @@ OPENROUTER = """{"data": [
   {"id": "deepseek/deepseek-chat", "context_length": 163840,
    "pricing": {"prompt": "0.00000027", "completion": "0.0000011", "input_cache_read": "0.00000007"},
    "top_provider": {"max_completion_tokens": null}},
+  {"id": "anthropic/claude-sonnet-4.5", "context_length": 1000000,
+   "pricing": {"prompt": "0.000003", "completion": "0.000015", "input_cache_read": "0.0000003",
+               "input_cache_write": "0.00000375"},
+   "top_provider": {"max_completion_tokens": null}},
   {"id": "openrouter/auto", "context_length": 2000000, "pricing": {"prompt": "-1", "completion": "-1"}},
   {"id": "meta-llama/llama-3-8b-instruct", "context_length": 8192,
    "pricing": {"prompt": "0.00000003", "completion": "0.00000006"}}
@@ -41,6 +45,14 @@ def test_openrouter_prices_are_exact_usd_per_million_from_the_strings() -> None:
     assert ("openrouter/auto", "no fixed per-token price") in f.skipped  # listed, not silently dropped
 
 
+def test_openrouter_cache_read_and_write_prices_map_to_cached_input_and_cache_write() -> None:
+    by = {e.name: e.fields for e in parse_openrouter(OPENROUTER).entries}
+    claude = by["anthropic/claude-sonnet-4.5"]
+    assert (claude["input"], claude["cached_input"], claude["cache_write"]) == (
+        Decimal("3"), Decimal("0.3"), Decimal("3.75"))
+    assert by["openai/gpt-4o"]["cache_write"] is None  # none listed: priced at input
+
+
 def test_openrouter_import_matches_provider_slash_upstream_model_and_lists_the_rest() -> None:
     config = make_config()
     change = apply_import(version_from_config(config), parse_openrouter(OPENROUTER), config, T0)
@@ -49,6 +61,7 @@ def test_openrouter_import_matches_provider_slash_upstream_model_and_lists_the_r
     assert (deepseek.currency, deepseek.per, deepseek.input, deepseek.cached_input) == (
         "USD", 1_000_000, Decimal("0.27"), Decimal("0.07"))
     assert dict(change.diff.unmatched) == {"meta-llama/llama-3-8b-instruct": "names no configured deployment",
+                                           "anthropic/claude-sonnet-4.5": "names no configured deployment",
                                            "openrouter/auto": "no fixed per-token price"}
     assert any("163840" in n for n in change.diff.notes)  # the context window difference is reported
 
@@ -97,3 +110,25 @@ def test_unparsable_files_are_refused_with_a_reason() -> None:
         parse("{not json", "litellm")
     with pytest.raises(BadRequest, match="data"):
         parse("[]", "openrouter")
+
+
+def test_cache_write_round_trips_at_every_level_and_is_written_only_where_set() -> None:
+    config = make_config()
+    v = version_from_config(config)
+    body = {"prices": [{"provider": "dashscope", "model": "qwen-plus", "cache_write": "1.0000000000000000000000000001",
+                        "tiers": [{"up_to": "32K", "input": "0.8", "output": "2", "cache_write": "1"},
+                                  {"up_to": "128K", "input": "2.4", "output": "20"}],
+                        "off_peak": [{"from": "16:30", "to": "00:30", "input": "0.4", "output": "1",
+                                      "cache_write": "0.5"}]}]}
+    changed = apply_import(v, parse(json.dumps(body), "gateway"), config, T0)
+    doc = version_document(changed.version, config.deployments)
+    qwen = next(p for p in doc["prices"] if p["model"] == "qwen-plus")
+    assert qwen["cache_write"] == "1.0000000000000000000000000001"
+    assert qwen["tiers"] == [{"up_to": 32000, "input": "0.8", "output": "2", "cached_input": None, "cache_write": "1"},
+                             {"up_to": 128000, "input": "2.4", "output": "20", "cached_input": None}]
+    assert qwen["off_peak"][0]["cache_write"] == "0.5"
+    assert "cache_write" not in doc["prices"][0]  # deepseek-v2 has none
+    assert "cache_write" in {c.field for c in changed.diff.changed}
+    back = apply_import(changed.version, parse(json.dumps(doc), "gateway"), config, T0)
+    assert not back.diff.has_changes
+    assert back.version.prices[("dashscope", "qwen-plus")] == changed.version.prices[("dashscope", "qwen-plus")]

@@ -29,6 +29,18 @@ def test_prices_per_1k_are_shown_per_million_in_the_deployments_own_currency() -
     assert m.registry.get_sample_value("gateway_price_table_version") == 1
 
 
+def test_cache_write_price_is_shown_where_set_and_absent_elsewhere() -> None:
+    config = make_config()
+    m = Metrics()
+    change = apply_update(version_from_config(config), {"prices": [
+        {"provider": "anthropic", "model": "claude-sonnet-4-5", "cache_write": "3.75", "cached_input": "0.3"}]},
+        config, T0)
+    update_price_gauges(m, change.version, [d.to_deployment() for d in config.deployments])
+    assert _price(m, "anthropic", "claude-sonnet-4-5", "cache_write", "USD") == 3.75
+    assert _price(m, "anthropic", "claude-sonnet-4-5", "cached_input", "USD") == 0.3
+    assert _price(m, "deepseek", "deepseek-v2", "cache_write", "CNY") is None
+
+
 async def test_gauges_change_when_a_scheduled_version_comes_into_force(sqlite_engine, clock: Clock) -> None:  # type: ignore[no-untyped-def]
     config = make_config()
     store = PriceStore(sqlite_engine, config, clock=clock)

@@ -49,7 +49,8 @@ def test_every_imported_price_equals_the_json_text(text: str, raw: dict) -> None
     for e in parsed.entries:
         item = raw[e.name]
         for src, dst in (("input_cost_per_token", "input"), ("output_cost_per_token", "output"),
-                         ("cache_read_input_token_cost", "cached_input")):
+                         ("cache_read_input_token_cost", "cached_input"),
+                         ("cache_creation_input_token_cost", "cache_write")):
             if src in item and not item.get("tiered_pricing"):
                 expected = _usd_per_million(item[src])
                 assert e.fields[dst] == expected, (e.name, src)
@@ -88,6 +89,26 @@ def test_above_n_k_tokens_keys_become_tiers(text: str, raw: dict) -> None:
             assert tiers[1]["output"] == _usd_per_million(out_above)
         PriceConfig.model_validate(parsed[name].fields)  # in order, valid for the pricing code
     assert seen > 50
+
+
+def test_cache_creation_and_read_costs_map_to_cache_write_and_cached_input(text: str, raw: dict) -> None:
+    parsed = {e.name: e for e in parse_litellm(text).entries}
+    sonnet = PriceConfig.model_validate(parsed["claude-sonnet-4-5-20250929"].fields).to_price()
+    assert (sonnet.input, sonnet.cached_input, sonnet.cache_write, sonnet.output) == (
+        Decimal("3"), Decimal("0.3"), Decimal("3.75"), Decimal("15"))  # USD per 1M, from 3e-06, 3e-07, 3.75e-06
+    seen = 0
+    for name, item in raw.items():
+        above = [k for k in item if isinstance(item, dict) and re.fullmatch(
+            r"cache_creation_input_token_cost_above_\d+k_tokens", k)] if isinstance(item, dict) else []
+        if not above or name not in parsed or item.get("tiered_pricing"):
+            continue
+        tiers = parsed[name].fields["tiers"]
+        tier = next(t for t in tiers if t["up_to"] > int(re.findall(r"\d+", above[0])[0]) * 1000)
+        assert tier["cache_write"] == _usd_per_million(item[above[0]]), name
+        if "cache_creation_input_token_cost" in item:
+            assert tiers[0]["cache_write"] == _usd_per_million(item["cache_creation_input_token_cost"])
+        seen += 1
+    assert seen > 10
 
 
 def test_tiered_pricing_ranges_become_tiers(text: str, raw: dict) -> None:

@@ -191,3 +191,24 @@ async def test_concurrent_publishes_on_one_ledger_lose_no_change(tmp_path) -> No
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_a_stored_cache_write_price_survives_a_restart_and_bills_cache_writes(
+        sqlite_engine, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    config = make_config()
+    store = PriceStore(sqlite_engine, config, clock=clock)
+    await store.start(follow=False)
+    body = {"prices": [{"provider": "anthropic", "model": "claude-sonnet-4-5", "cached_input": "0.3",
+                        "cache_write": "3.75"}]}
+    await store.publish(_update(body, config), None, source="test")
+    await store.stop()
+    again = PriceStore(sqlite_engine, config, clock=clock)
+    await again.start(follow=False)
+    version = again.book.current(T0)
+    price = version.prices[("anthropic", "claude-sonnet-4-5")]
+    assert (price.cached_input, price.cache_write) == (Decimal("0.3"), Decimal("3.75"))
+    cost = price_usage(Usage(100, 2_000, 10, cache_write_tokens=1_000), price, version, T0)
+    assert (cost.input, cost.cached_input, cost.cache_write, cost.output) == (
+        Decimal("0.0003"), Decimal("0.0006"), Decimal("0.00375"), Decimal("0.00015"))
+    assert cost.total_reporting == Decimal("0.03408")  # 0.0048 USD x 7.10
+    await again.stop()
