@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.perf.validate_bench [--rounds 7] [--requests 2000]
 
 Prints (1) the check alone on the `make bench` chat body (non-streamed and streamed), (2) `parse_chat` with and
-without it, and (3) the whole request pipeline run in process (`Pipeline.chat`, SQLite ledger, a stand-in provider
+without it, (3) the header limits (`gateway.app.headers_refusal`) on the headers the OpenAI SDK sends, and (4) the whole request pipeline run in process (`Pipeline.chat`, SQLite ledger, a stand-in provider
 that answers at once), with and without the check, interleaved round by round so the machine's load falls on both
 alike. CPU time (`time.process_time`), best round of each.
 """
@@ -101,6 +101,13 @@ def main() -> None:
             parse_module.check_chat = real
         print(f"{'stream' if stream else 'non-stream'} body ({len(raw)} bytes): check_chat {alone:.2f} us; "
               f"parse_chat {with_check:.2f} us with it, {without:.2f} us without")
+    from gateway.app import headers_refusal
+
+    headers = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"OpenAI/Python 2.54.0"), (b"accept", b"application/json"),
+               (b"content-type", b"application/json"), (b"authorization", b"Bearer sk-" + b"x" * 48),
+               (b"content-length", b"949"), (b"x-stainless-lang", b"python"), (b"x-stainless-os", b"Linux"),
+               (b"x-stainless-retry-count", b"0"), (b"accept-encoding", b"gzip, deflate")]
+    print(f"header limits (10 headers an SDK sends): {best_us(lambda: headers_refusal(headers), 50_000, args.rounds):.2f} us")
     checked, unchecked = asyncio.run(pipeline_us(args.requests, args.rounds))
     print(f"Pipeline.chat in process (SQLite ledger, instant provider): {checked:.1f} us CPU per request with the "
           f"checks, {unchecked:.1f} us without: {checked / unchecked:.3f}x")

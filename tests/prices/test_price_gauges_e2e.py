@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import GatewayThread
 from tests.faults.conftest import MODEL, faults_config
+from tests.faults.conftest import vendor  # noqa: F401 - the loopback vendor fixture
 from tests.faults.vendor import LoopbackVendor
 
 
