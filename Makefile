@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench lint clean
+.PHONY: venv run test bench bench-cost bench-cache lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
+
+# What cache-aware routing saves (the README's table) and what it costs in CPU (issue 14).
+bench-cost: $(STAMP)
+	$(BIN)/gateway simulate
+
+bench-cache: $(STAMP)
+	$(BIN)/python -m tests.perf.cache_bench
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy gateway

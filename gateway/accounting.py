@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Callable
 
 from gateway.decisions.pricing import price_usage
 from gateway.domain import Cost, Deployment, LedgerEntry, PriceVersion, Usage
@@ -57,11 +58,14 @@ class RequestBooks:
     prices: PriceVersion
     prompt_estimate: int
     stream: bool
+    api: str = "chat"  # the inbound API (chat, responses, messages, embeddings): the ledger row's `api`
     reservation: object | None = None
     tpm_estimate: int | None = None  # the tokens the rate limiter charged at admission (None: no limit applied)
     entry: LedgerEntry | None = None
     deployment: Deployment | None = None  # the one being tried now
     closed: bool = False
+    # Called with (deployment, usage) when the request ends with an answer (the prefix cache learns from it).
+    on_answer: Callable[[Deployment, Usage], None] | None = None
 
     async def open(self, d: Deployment) -> None:
         """The in-flight row, durable before the first byte goes upstream."""
@@ -72,7 +76,7 @@ class RequestBooks:
             request_id=self.request_id, started_at=self.started_at, team=self.identity.team,
             key_id=self.identity.key_id, route=self.route, provider=d.provider, model=d.model,
             upstream_model=d.upstream_model, price_version=self.prices.version, replica_id=self.services.replica_id,
-            prompt_tokens_estimate=self.prompt_estimate, stream=self.stream,
+            prompt_tokens_estimate=self.prompt_estimate, stream=self.stream, api=self.api,
         )
         await self.services.ledger.open(self.entry)
 
@@ -107,6 +111,7 @@ class RequestBooks:
                 e.request_id, e.started_at, e.team, e.key_id, e.route, d.provider, d.model, d.upstream_model,
                 e.price_version, e.replica_id, e.prompt_tokens_estimate, e.stream, status, usage or ZERO_USAGE, cost,
                 baseline, attempts, int(elapsed * 1000), None if ttft_s is None else int(ttft_s * 1000), error_kind,
+                e.api,
             )
             await s.ledger.finish(e, wait=wait)
         provider = d.provider if d is not None else NO_PROVIDER
@@ -116,6 +121,8 @@ class RequestBooks:
             m.observe_duration(provider, model, elapsed)
             if ttft_s is not None:
                 m.observe_ttft(provider, model, ttft_s)
+        if self.on_answer is not None and d is not None and usage is not None and status == "success":
+            self.on_answer(d, usage)
         if d is not None and usage is not None and cost is not None:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
         if self.reservation is not None and s.budgets is not None:

@@ -15,7 +15,8 @@ from starlette.routing import compile_path
 from starlette.responses import Response
 
 from gateway.config.load import load_config, resolve_config_path
-from gateway.config.schema import Config
+from gateway.cache.service import build_prefix_cache
+from gateway.config.schema import Config, deployment_cache_settings
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 from gateway import db
 from gateway.http import admin_keys, admin_prices, admin_reports, messages_routes, ops_routes, openai_routes
@@ -76,6 +77,9 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
         price_store=price_store,
         redis=redis,
     )
+    services.prefix_cache = build_prefix_cache(deployment_cache_settings(config), services.tokens, redis,
+                                               config.gateway.redis_prefix, metrics, services.deployments)
+    services.closers.append(services.prefix_cache.aclose)
     services.closers.append(limits.stop)
     services.closers.append(price_store.stop)
     await ledger.start()

@@ -70,6 +70,16 @@ def demo(port: int = 8080, once: bool = typer.Option(False, "--once", help="send
     sys.exit(asyncio.run(run_demo(port=port, once=once)))
 
 
+@app.command()
+def simulate(turns: int = typer.Option(8, "--turns", min=2, help="turns per conversation / steps per agent loop")
+             ) -> None:
+    """Replay conversations and agent loops through the demo vendors under list-price, cache-aware and
+    fixed-deployment routing, in three price scenarios; print each total cost (from the ledger) and cache share."""
+    from gateway.simulate import main as run_simulation
+
+    sys.exit(run_simulation(turns))
+
+
 for _module in (cli_ledger, cli_prices, cli_keys):
     _module.register(app)
 

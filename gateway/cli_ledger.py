@@ -28,7 +28,7 @@ db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 
 FromOpt = typer.Option(..., "--from", help="inclusive: a date (UTC midnight) or ISO time, UTC unless an offset")
 ToOpt = typer.Option(..., "--to", help="exclusive: a date or ISO time")
-GroupOpt = typer.Option("", "--group-by", help="comma-separated: day,month,team,key,route,provider,model")
+GroupOpt = typer.Option("", "--group-by", help="comma-separated: day,month,team,key,route,provider,model,api")
 
 
 async def _load_book(engine: AsyncEngine, config: Config) -> PriceBook:

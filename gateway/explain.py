@@ -44,6 +44,9 @@ def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion,
             {
                 "rank": i, "provider": c.deployment.provider, "model": c.deployment.model,
                 "expected_cost": money_str(c.expected_cost), "quality": c.deployment.quality,
+                "expected_cached_tokens": c.expected_cached_tokens,
+                "expected_cache_write_tokens": c.expected_cache_write_tokens,
+                "cold_cost": money_str(c.cold_cost),
                 "context_window": c.deployment.context_window,
                 "input_price": money_str(c.unit_prices.input), "output_price": money_str(c.unit_prices.output),
                 "price_currency": c.unit_prices.currency, "per": "1K" if c.unit_prices.per == 1000 else "1M",
@@ -65,7 +68,8 @@ def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion
     lines = [
         f"request: model={facts.model} prompt_tokens~{facts.prompt_tokens} "
         f"expected_output={facts.expected_output_tokens} price_version={prices.version}",
-        f"{'rank':<5}{'provider/model':<34}{'expected cost':>16} {'cur':<4}{'quality':>8}  prices",
+        f"{'rank':<5}{'provider/model':<34}{'expected cost':>16} {'cold cost':>16} {'cached':>8} {'cur':<4}"
+        f"{'quality':>8}  prices",
     ]
     for i, c in enumerate(decision.candidates, 1):
         up = c.unit_prices
@@ -74,8 +78,11 @@ def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion
             note += f" ({up.window})"
         if up.tier:
             note += f" (tier up_to {up.tier})"
+        if c.expected_cache_write_tokens:
+            note += f" (writes {c.expected_cache_write_tokens} to cache)"
         lines.append(f"{i:<5}{c.deployment.provider + '/' + c.deployment.model:<34}"
-                     f"{money_str(c.expected_cost):>16} {prices.reporting_currency:<4}{c.deployment.quality:>8}  {note}")
+                     f"{money_str(c.expected_cost):>16} {money_str(c.cold_cost):>16} {c.expected_cached_tokens:>8} "
+                     f"{prices.reporting_currency:<4}{c.deployment.quality:>8}  {note}")
     if not decision.candidates:
         lines.append("(no eligible deployment)")
     if decision.excluded:

@@ -77,6 +77,11 @@ class Metrics:
         self.feed_last_success = Gauge("gateway_price_feed_last_success_timestamp_seconds",
                                        "Last successful poll of a price feed", ["feed"], registry=r,
                                        multiprocess_mode="max")
+        # Prompt-cache predictions against what vendors reported, in tokens (gateway/cache): hit + miss = predicted,
+        # hit + unpredicted = what the vendor served from its cache.
+        self.cache_predicted = Counter("gateway_cache_predicted_tokens_total",
+                                       "Predicted prompt-cache tokens by outcome (hit, miss, unpredicted)",
+                                       ["provider", "model", "outcome"], registry=r)
         # Cached children of the metrics the request path updates (same series as `.labels(...)`).
         self.requests_child = _children(self.requests)
         self.duration_child = _children(self.duration)
@@ -84,7 +89,9 @@ class Metrics:
         self.upstream_errors_child = _children(self.upstream_errors)
         self.fallbacks_child = _children(self.fallbacks)
         self.savings_child = _children(self.savings)
+        self.cache_predicted_child = _children(self.cache_predicted)
         self._usage: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self._cache_write: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     # ---- the request path's updates, through cached children -----------------------------------------------------
 
@@ -104,6 +111,13 @@ class Metrics:
     def record_fallback(self, from_provider: str, reason: str) -> None:
         self.fallbacks_child(from_provider, reason).inc()
 
+    def record_cache_prediction(self, provider: str, model: str, hit: int, miss: int, unpredicted: int) -> None:
+        """gateway_cache_predicted_tokens_total{provider, model, outcome} += tokens, per outcome."""
+        for outcome, tokens in (("hit", hit), ("miss", miss), ("unpredicted", unpredicted)):
+            child = self.cache_predicted_child(provider, model, outcome)  # every outcome's series exists
+            if tokens:
+                child.inc(tokens)
+
     def _usage_children(self, provider: str, model: str, team: str, currency: str) -> tuple[Any, ...]:
         key = (provider, model, team, currency)
         c = self._usage.get(key)
@@ -114,6 +128,16 @@ class Metrics:
                 (self.tokens.labels(provider, model, team, direction),
                  self.cost.labels(provider, model, team, direction, currency))
                 for direction in ("input", "cached_input", "output"))
+        return c
+
+    def _cache_write_children(self, provider: str, model: str, team: str, currency: str) -> tuple[Any, Any]:
+        key = (provider, model, team, currency)
+        c = self._cache_write.get(key)
+        if c is None:
+            if len(self._cache_write) >= _CHILDREN_MAX:
+                self._cache_write.clear()
+            c = self._cache_write[key] = (self.tokens.labels(provider, model, team, "cache_write"),
+                                          self.cost.labels(provider, model, team, "cache_write", currency))
         return c
 
     def record_usage(self, provider: str, model: str, team: str, usage: Usage, cost: Cost,
@@ -134,6 +158,13 @@ class Metrics:
             t_out.inc(usage.output_tokens)
         if cost.output:
             c_out.inc(float(cost.output_reporting))
+        if usage.cache_write_tokens or cost.cache_write:
+            # Made on first use: most vendors report no cache writes, and their series would stay at zero.
+            t_write, c_write = self._cache_write_children(provider, model, team, currency)
+            if usage.cache_write_tokens:
+                t_write.inc(usage.cache_write_tokens)
+            if cost.cache_write:
+                c_write.inc(float(cost.cache_write_reporting))
         if baseline_cost is not None:
             saved = baseline_cost - cost.total_reporting
             child = self.savings_child(team, currency)  # the series exists from the first request on

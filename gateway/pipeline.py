@@ -16,12 +16,13 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Awaitable, Mapping, TypeVar, cast
+from typing import Any, Awaitable, Callable, Mapping, TypeVar, cast
 
 from starlette.responses import Response
 
 from gateway import errors as E
 from gateway.accounting import RequestBooks, new_request_id, utc_now
+from gateway.cache.service import Lookup
 from gateway.decisions.fallback import BAD_RESPONSE, classify_failure
 from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
@@ -96,6 +97,15 @@ class Pipeline:
         prices = self.s.price_book.current(utc_now())
         return facts, self._rank(facts, pool, prices), prices
 
+    async def explain_warm(self, raw: bytes, headers: Mapping[str, str]) -> tuple[RequestFacts, Decision, PriceVersion]:
+        """`explain`, counting the prompt caches this request would find warm (as the request path ranks)."""
+        parsed = parse_chat(raw, headers, self.s.tokens, self.s.config.gateway.default_expected_output_tokens)
+        facts, pool, _ = self._resolve(parsed.facts)
+        now = utc_now()
+        prices = self.s.price_book.current(now)
+        lookup = await self._prefix_lookup(parsed, pool, prices)
+        return facts, self._rank(facts, pool, prices, now, lookup), prices
+
     # ---- the path -----------------------------------------------------------------------------------------------
 
     async def _handle(self, raw: bytes, headers: Mapping[str, str], dialect: ClientDialect) -> Response:
@@ -113,7 +123,8 @@ class Pipeline:
             if parsed.native_only:
                 pool = self._native_pool(dialect, parsed, pool)
             prices = self.s.price_book.current(started_at)
-            decision = self._rank(facts, pool, prices, started_at)
+            lookup = await self._prefix_lookup(parsed, pool, prices)
+            decision = self._rank(facts, pool, prices, started_at, lookup)
             if not decision.candidates:
                 code = "context_length_exceeded" if decision.all_context_length else None
                 raise E.NoEligibleDeployment(f"no eligible deployment for '{facts.model}': {explain(decision)}",
@@ -127,8 +138,12 @@ class Pipeline:
                 tpm_estimate = facts.prompt_tokens + facts.expected_output_tokens
                 await _shared_state(self.s.ratelimit.check(identity, tpm_estimate), request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
-                                 facts.prompt_tokens, parsed.stream)
+                                 facts.prompt_tokens, parsed.stream, dialect.api)
             books.tpm_estimate = tpm_estimate
+            if lookup is not None:
+                books.on_answer = self._prefix_sent(lookup, prices)
+            elif self.s.prefix_cache is not None and facts.mode == "chat":
+                books.on_answer = self.s.prefix_cache.unpredicted
             if self.s.budgets is not None and _applies(self.s.budgets, identity):
                 worst = self._worst_case(facts, attempts, prices, started_at)
                 books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
@@ -175,13 +190,41 @@ class Pipeline:
         return native
 
     def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion,
-              now: datetime | None = None) -> Decision:
+              now: datetime | None = None, lookup: Lookup | None = None) -> Decision:
         h = self.s.health
-        return rank(facts, pool, prices, now or utc_now(), h.cooling(), h.latencies())
+        return rank(facts, pool, prices, now or utc_now(), h.cooling(), h.latencies(),
+                    lookup.warm if lookup is not None else None)
+
+    # ---- the prefix cache (gateway/cache): what the ranking expects vendors to serve from their prompt caches ----
+
+    async def _prefix_lookup(self, parsed: ParsedRequest, pool: list[Deployment],
+                             prices: PriceVersion) -> Lookup | None:
+        """The request's expected cache hits per deployment of the pool (None: no deployment there caches, or a
+        request that is not a chat). With Redis, a failure only loses the hint: the request ranks at list prices."""
+        cache = self.s.prefix_cache
+        if cache is None or parsed.facts.mode != "chat":
+            return None
+        try:
+            return await cache.lookup(parsed.body, pool, prices)
+        except Exception:
+            log.warning("prefix cache lookup failed; ranking at list prices", exc_info=True)
+            return None
+
+    def _prefix_sent(self, lookup: Lookup, prices: PriceVersion) -> Callable[[Deployment, Usage], None]:
+        """What the books call when the request is answered: learn from the vendor's reported cached tokens, then
+        remember the prefix as sent to that deployment."""
+        cache = self.s.prefix_cache
+
+        def answered(d: Deployment, usage: Usage) -> None:
+            cache.observe(d, lookup, usage)
+            cache.sent(d, lookup, prices)
+
+        return answered
 
     def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
                     now: datetime) -> Decimal:
-        """Most any attempt could cost: the prompt at input price plus every allowed output token."""
+        """Most any attempt could cost: the prompt at input price (at the cache-write price where writing costs
+        more: the vendor may write all of it to its cache) plus every allowed output token."""
         worst = Decimal(0)
         for c in attempts:
             d = c.deployment
@@ -189,7 +232,9 @@ class Pipeline:
             if out is None:
                 out = d.max_output_tokens if d.max_output_tokens is not None else d.context_window - facts.prompt_tokens
             up = unit_prices(prices.prices[d.key], facts.prompt_tokens, now)
-            worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency)))
+            written = facts.prompt_tokens if up.cache_write > up.input else 0
+            worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency),
+                                             cache_write_tokens=written))
         return worst
 
     async def _attempt_all(self, dialect: ClientDialect, parsed: ParsedRequest, attempts: tuple[Candidate, ...],
@@ -197,6 +242,7 @@ class Pipeline:
         failures: list[E.AttemptFailure] = []
         for n, cand in enumerate(attempts, 1):
             d = cand.deployment
+            headers = {**base_headers, "x-gateway-expected-cached-tokens": str(cand.expected_cached_tokens)}
             native_body = parsed.native if dialect.native_style == self.s.api_styles.get(d.provider) else None
             native = native_body is not None
             if native_body is not None:
@@ -208,7 +254,7 @@ class Pipeline:
             await books.open(d)
             try:
                 if parsed.stream:
-                    return await self._start_stream(dialect, d, body, parsed, books, n, base_headers, native)
+                    return await self._start_stream(dialect, d, body, parsed, books, n, headers, native)
                 result = await self._call(d, body, parsed.facts.mode, native)
             except UpstreamFailure as f:
                 verdict = classify_failure(f.kind, f.status)
@@ -218,14 +264,14 @@ class Pipeline:
                     exc = E.UpstreamRequestError(f.status or 400, f.message or "the upstream rejected the request",
                                                  code=f.code, param=f.param, attempts=n, provider=d.provider,
                                                  model=d.model)
-                    return dialect.error_response(exc, {**base_headers, **_route_headers(d, n)})
+                    return dialect.error_response(exc, {**headers, **_route_headers(d, n)})
                 if verdict.provider_fault:
                     await self.s.health.record_failure(d.provider, rate_limited=verdict.kind == "rate_limited")
                 failures.append(E.AttemptFailure(d.provider, d.model, verdict.kind, f.status))
                 if n < len(attempts):
                     self.s.metrics.record_fallback(d.provider, verdict.kind)
                 continue
-            return await self._respond(dialect, d, result, parsed, books, n, base_headers, native)
+            return await self._respond(dialect, d, result, parsed, books, n, headers, native)
         last = attempts[len(failures) - 1].deployment if failures else None
         await books.close(last, "upstream_error", "upstream_error", attempts=len(failures),
                           error_kind=failures[-1].kind if failures else None)

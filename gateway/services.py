@@ -50,6 +50,7 @@ class Services:
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)
     baseline: Deployment | None = None
     price_gauges: Any = None  # gateway.prices.gauges.PriceGaugeWatcher: the price gauges follow the book
+    prefix_cache: Any = None  # gateway.cache.service.PrefixCache: expected prompt-cache hits per deployment
     api_styles: dict[str, str] = field(default_factory=dict)  # provider -> its api_style (which wire dialect)
 
     def __post_init__(self) -> None:

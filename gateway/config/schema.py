@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.decisions.prefix_cache import CacheSettings
 from gateway.domain import Deployment, OffPeakWindow, Price, Tier
 
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([KkMm]?)\s*$")
@@ -153,6 +154,25 @@ class PriceConfig(_Strict):
         )
 
 
+class CacheConfig(_Strict):
+    """How a vendor caches prompt prefixes (contract section 3); unset fields inherit (deployment <- provider <-
+    defaults). `mode` unset: automatic when the live price has a cached_input below input, else none."""
+
+    mode: Literal["automatic", "explicit", "none"] | None = None
+    ttl_s: float | None = Field(None, gt=0)
+    min_tokens: TokenCount | None = None
+    max_entries: int | None = Field(None, ge=1)  # prefixes remembered per deployment (LRU) in process
+
+
+def cache_settings(provider: CacheConfig | None, deployment: CacheConfig | None) -> CacheSettings:
+    """A deployment's cache settings: its own fields, else its provider's, else the defaults."""
+    merged: dict[str, Any] = {}
+    for part in (provider, deployment):
+        if part is not None:
+            merged.update(part.model_dump(exclude_none=True))
+    return CacheSettings(**merged)
+
+
 class GatewaySettings(_Strict):
     reporting_currency: str = "CNY"
     reporting_timezone: str = "UTC"  # calendar days and months of budgets
@@ -182,6 +202,7 @@ class ProviderConfig(_Strict):
     timeout_s: float = Field(60, gt=0)
     cooldown_s: float | None = Field(None, ge=0)
     cooldown_after_failures: int | None = Field(None, ge=1)
+    cache: CacheConfig | None = None
 
     @model_validator(mode="after")
     def _litellm_needs_provider(self) -> ProviderConfig:
@@ -204,6 +225,7 @@ class DeploymentConfig(_Strict):
     mode: Literal["chat", "embedding"] = "chat"
     price: PriceConfig
     price_key: str | None = None  # entry name in LiteLLM / OpenRouter price files
+    cache: CacheConfig | None = None
 
     def to_deployment(self) -> Deployment:
         return Deployment(
@@ -290,6 +312,12 @@ class Config(_Strict):
             if ref not in seen:
                 raise PathError("savings_baseline", f"no deployment ({ref[0]}, {ref[1]})")
         return self
+
+
+def deployment_cache_settings(config: Config) -> dict[tuple[str, str], CacheSettings]:
+    """Every deployment's cache settings, by (provider, model)."""
+    return {(d.provider, d.model): cache_settings(config.providers[d.provider].cache, d.cache)
+            for d in config.deployments}
 
 
 class PathError(ValueError):

@@ -95,9 +95,10 @@ def units_to_money(units: int) -> Decimal:
 
 
 def worst_case_cost(prompt_tokens: int, output_tokens: int, prices: UnitPrices, fx_rate: Decimal) -> Decimal:
-    """Reporting-currency worst case: every prompt token at the full input price (cache hits are unknown before
-    the request) plus every allowed output token at the output price."""
-    input_price = max(prices.input, prices.cached_input)
+    """Reporting-currency worst case: every prompt token at the dearest prompt price (cache hits and writes are
+    unknown before the request; a cache write can cost more than input) plus every allowed output token at the
+    output price."""
+    input_price = max(prices.input, prices.cached_input, prices.cache_write)
     return (prompt_tokens * input_price + output_tokens * prices.output) / prices.per * fx_rate
 
 

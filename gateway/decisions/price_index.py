@@ -40,7 +40,7 @@ from gateway.domain import Deployment, DeploymentKey, OffPeakWindow, PriceVersio
 class Level:
     """One level of a price (base, a tier or a window): its UnitPrices and, when exact, the integer form."""
 
-    __slots__ = ("up", "fx", "a", "b", "x", "unit", "k")
+    __slots__ = ("up", "fx", "a", "b", "x", "unit", "k", "cache")
 
     def __init__(self, up: UnitPrices, fx: Decimal | None) -> None:
         self.up, self.fx = up, fx
@@ -48,6 +48,9 @@ class Level:
         self.b = self.x = 0
         self.k = 1
         self.unit = Decimal(1)
+        # With prompt-cache predictions (routing with a warm map): the same integer form over all four prices,
+        # [a, b, c (cached_input), w (cache_write), x, unit, k], or None when not exact; k set by Prepared.
+        self.cache: list[Any] | None = None
         if fx is None or up.per not in (1_000, 1_000_000):
             return
         parts = [up.input.as_tuple(), up.output.as_tuple(), fx.as_tuple()]
@@ -56,8 +59,17 @@ class Level:
         (ci, ei), (co, eo), (cf, ef) = ((int("".join(map(str, p.digits))), int(p.exponent)) for p in parts)
         m = min(ei, eo)
         self.a, self.b = ci * 10 ** (ei - m) * cf, co * 10 ** (eo - m) * cf
-        self.x = m - (3 if up.per == 1_000 else 6) + ef
+        shift = 3 if up.per == 1_000 else 6
+        self.x = m - shift + ef
         self.unit = Decimal((0, (1,), self.x))
+        more = [up.cached_input.as_tuple(), up.cache_write.as_tuple()]
+        if any(p.sign or not isinstance(p.exponent, int) for p in more):
+            return
+        (cc, ec), (cw, ew) = ((int("".join(map(str, p.digits))), int(p.exponent)) for p in more)
+        m2 = min(ei, eo, ec, ew)
+        x2 = m2 - shift + ef
+        self.cache = [ci * 10 ** (ei - m2) * cf, co * 10 ** (eo - m2) * cf, cc * 10 ** (ec - m2) * cf,
+                      cw * 10 ** (ew - m2) * cf, x2, Decimal((0, (1,), x2)), 1]
 
 
 class Selected:
@@ -103,6 +115,11 @@ class Prepared:
         xmin = min((lv.x for lv in exact), default=0)
         for lv in exact:
             lv.k = 10 ** (lv.x - xmin)
+        # The cache-aware integer forms share their own unit (cached and write prices may have more digits).
+        cached = [lv.cache for lv in self.levels if lv.cache is not None]
+        xmin2 = min((c[4] for c in cached), default=0)
+        for c in cached:
+            c[6] = 10 ** (c[4] - xmin2)
 
     def plan(self, pool: list[Deployment] | tuple[Deployment, ...]) -> Plan:
         """The plan of `pool`, made once while the same list (or tuple) holds the same deployments."""
@@ -182,7 +199,7 @@ class Rows:
     """
 
     __slots__ = ("deps", "info", "ab", "keys", "positions", "levels", "neg_q", "amax", "bmax", "fast", "members",
-                 "group_of", "same_q")
+                 "group_of", "same_q", "by_key", "cache_exact")
 
     def __init__(self, plan: Plan, positions: list[int], prompt_tokens: int, local: Callable[[str], Any]) -> None:
         pool, price_of = plan.pool, plan.price
@@ -193,6 +210,8 @@ class Rows:
             self.levels.append(pr if isinstance(pr, Level) else select_level(pr, prompt_tokens, local))  # type: ignore
         self.deps = deps = [pool[i] for i in positions]
         self.keys: list[DeploymentKey] = [(d.provider, d.model) for d in deps]
+        self.by_key: dict[DeploymentKey, int] | None = None  # row of each key, made when a warm cache needs it
+        self.cache_exact = all(lv.cache is not None for lv in self.levels)  # Level.cache usable for every row
         self.neg_q = [-d.quality for d in deps]
         self.fast = all(lv.a is not None for lv in self.levels)
         # Per row: what a Candidate needs to answer for itself (see routing.Candidate); per group of rows with the

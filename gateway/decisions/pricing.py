@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from gateway.domain import Cost, OffPeakWindow, Price, PriceVersion, Tier, UnitPrices, Usage
+from gateway.domain import ZERO, Cost, OffPeakWindow, Price, PriceVersion, Tier, UnitPrices, Usage
 from gateway.money import EXACT
 
 _UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC"})
@@ -109,7 +109,7 @@ def _per_token(amount: Decimal, per: int) -> Decimal:
 def tokens_cost(tokens: int, unit_price: Decimal, per: int) -> Decimal:
     """Exact cost of `tokens` at `unit_price` per `per` tokens: 1001 tokens at 0.0005/1K -> 0.0005005."""
     if tokens == 0 or not unit_price:
-        return Decimal(0)
+        return ZERO  # the shared zero: the ledger's row path recognises it without arithmetic
     return _per_token(EXACT.multiply(Decimal(tokens), unit_price), per)
 
 

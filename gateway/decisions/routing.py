@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import decimal
 import gc
+from bisect import bisect_left
 from dataclasses import FrozenInstanceError, dataclass
 from datetime import datetime
 from decimal import Decimal
-from itertools import repeat
+from itertools import filterfalse, repeat
 from operator import itemgetter
 from typing import Any, Callable, Iterable, Mapping
 
@@ -77,8 +78,12 @@ class Candidate(_Frozen):
     _cost: Decimal
 
     def __init__(self, deployment: Deployment, expected_cost: Decimal, unit_prices: UnitPrices,
-                 recent_latency_s: float | None) -> None:
-        _SET_F(self, ((deployment, unit_prices, 0, 0, _ONE), recent_latency_s, (0, 0)))
+                 recent_latency_s: float | None, expected_cached_tokens: int = 0,
+                 expected_cache_write_tokens: int = 0, cold_cost: Decimal | None = None) -> None:
+        f: tuple[Any, ...] = ((deployment, unit_prices, 0, 0, _ONE), recent_latency_s, (0, 0))
+        if expected_cached_tokens or expected_cache_write_tokens:
+            f += ((expected_cached_tokens, expected_cache_write_tokens), cold_cost)
+        _SET_F(self, f)
         _SET_COST(self, expected_cost)
 
     @property
@@ -101,14 +106,36 @@ class Candidate(_Frozen):
         try:
             return self._cost
         except AttributeError:
-            (_, _, a, b, unit), _, (p, e) = self._f
-            v = p * a + e * b
-            cost = EXACT.multiply(_D(v), unit) if v else _ZERO
+            cost = _list_cost(self._f)
             _SET_COST(self, cost)
             return cost
 
+    @property
+    def expected_cached_tokens(self) -> int:
+        """Prompt tokens expected to be served from this deployment's prompt cache (0: cold)."""
+        f = self._f
+        return f[3][0] if len(f) > 3 else 0  # type: ignore[no-any-return]
+
+    @property
+    def expected_cache_write_tokens(self) -> int:
+        """Prompt tokens this request is expected to write to an explicit cache (priced at cache_write)."""
+        f = self._f
+        return f[3][1] if len(f) > 3 else 0  # type: ignore[no-any-return]
+
+    @property
+    def cold_cost(self) -> Decimal:
+        """The expected cost with no cache hit or write: every prompt token at the input price."""
+        f = self._f
+        if len(f) == 3:
+            return self.expected_cost
+        cold: Decimal | None = f[4]
+        return cold if cold is not None else _list_cost(f)
+
     def _values(self) -> tuple[Any, ...]:
-        return self.deployment, self.expected_cost, self.unit_prices, self.recent_latency_s
+        values = (self.deployment, self.expected_cost, self.unit_prices, self.recent_latency_s)
+        if len(self._f) > 3:
+            return values + (self.expected_cached_tokens, self.expected_cache_write_tokens)
+        return values
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not Candidate:
@@ -119,11 +146,21 @@ class Candidate(_Frozen):
         return hash(self._values())
 
     def __repr__(self) -> str:
-        d, cost, up, lat = self._values()
-        return f"Candidate(deployment={d!r}, expected_cost={cost!r}, unit_prices={up!r}, recent_latency_s={lat!r})"
+        d, cost, up, lat = self._values()[:4]
+        cache = (f", expected_cached_tokens={self.expected_cached_tokens}, "
+                 f"expected_cache_write_tokens={self.expected_cache_write_tokens}") if len(self._f) > 3 else ""
+        return (f"Candidate(deployment={d!r}, expected_cost={cost!r}, unit_prices={up!r}, "
+                f"recent_latency_s={lat!r}{cache})")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Candidate, self._values()
+        return Candidate, self._values() + ((self.cold_cost,) if len(self._f) > 3 else ())
+
+
+def _list_cost(f: tuple[Any, ...]) -> Decimal:
+    """The cost of a planned row at list prices (no cache): exactly expected_cost() (see price_index)."""
+    (_, _, a, b, unit), _, (p, e) = f[:3]
+    v = p * a + e * b
+    return EXACT.multiply(_D(v), unit) if v else _ZERO
 
 
 _SET_F = _setter(Candidate, "_f")
@@ -283,8 +320,15 @@ def rank(
     now: datetime,
     cooling: frozenset[str] = frozenset(),
     latency: Mapping[DeploymentKey, float] | None = None,
+    warm: Mapping[DeploymentKey, tuple[int, int]] | None = None,
 ) -> Decision:
-    """Rank `pool` for `facts`: lowest expected cost, then higher quality, then lower recent latency."""
+    """Rank `pool` for `facts`: lowest expected cost, then a warm prompt cache, then higher quality, then lower
+    recent latency.
+
+    `warm`: per deployment, the (cached, cache-write) prompt tokens the prefix-cache model expects
+    (`gateway.decisions.prefix_cache.expected_cache`); those deployments' expected cost prices them at cached_input
+    and cache_write, the rest of the prompt at input. Absent or empty: list prices (the planned fast path).
+    """
     if type(pool) is not list and type(pool) is not tuple:
         pool = list(pool)
     # A large pool makes thousands of objects that outlive the call (candidates) and none that form cycles:
@@ -293,14 +337,15 @@ def rank(
     if len(pool) >= _GC_PAUSE_FROM and _gc_isenabled():
         _gc_disable()
         try:
-            return _rank(facts, pool, prices, now, cooling, latency)
+            return _rank(facts, pool, prices, now, cooling, latency, warm)
         finally:
             _gc_enable()
-    return _rank(facts, pool, prices, now, cooling, latency)
+    return _rank(facts, pool, prices, now, cooling, latency, warm)
 
 
 def _rank(facts: RequestFacts, pool: list[Deployment] | tuple[Deployment, ...], prices: PriceVersion, now: datetime,
-          cooling: frozenset[str], latency: Mapping[DeploymentKey, float] | None) -> Decision:
+          cooling: frozenset[str], latency: Mapping[DeploymentKey, float] | None,
+          warm: Mapping[DeploymentKey, tuple[int, int]] | None = None) -> Decision:
     plan = prepared(prices).plan(pool)
     c = facts.constraints
     mode, prompt, expected = facts.mode, facts.prompt_tokens, facts.expected_output_tokens
@@ -319,9 +364,13 @@ def _rank(facts: RequestFacts, pool: list[Deployment] | tuple[Deployment, ...], 
     prec = decimal.getcontext().prec
     limit = _LIMITS.get(prec) or _LIMITS.setdefault(prec, 10 ** prec)
     if rows.fast and prompt >= 0 and expected >= 0 and prompt * rows.amax + expected * rows.bmax < limit:
-        candidates, over = _fast(rows, prompt, expected, c.max_cost, latency)
+        ranked = (_fast_warm(rows, prompt, expected, c.max_cost, latency, warm, limit) if warm
+                  else _fast(rows, prompt, expected, c.max_cost, latency))
+        if ranked is None:
+            ranked = _general(rows, prompt, expected, prices, now, limit, c.max_cost, latency, warm)
+        candidates, over = ranked
     else:
-        candidates, over = _general(rows, prompt, expected, prices, now, limit, c.max_cost, latency)
+        candidates, over = _general(rows, prompt, expected, prices, now, limit, c.max_cost, latency, warm)
     decision = _new(Decision)
     _SET_CANDIDATES(decision, candidates)
     why = (plan, facts, el.excluded, over, c.max_cost) if el.excluded or over else None
@@ -357,15 +406,109 @@ def _fast(rows: Rows, p: int, e: int, max_cost: Decimal | None,
     return tuple(out), over
 
 
+def _fast_warm(rows: Rows, p: int, e: int, max_cost: Decimal | None, latency: Mapping[DeploymentKey, float] | None,
+               warm: Mapping[DeploymentKey, tuple[int, int]], limit: int,
+               ) -> tuple[tuple[Candidate, ...], list[tuple[Any, ...]]] | None:
+    """The fast path when some deployments expect prompt-cache hits (or explicit writes): rank the others at list
+    prices as `_fast` does, then place each warm row before the first cold row that does not cost less (a warm
+    prefix wins a tie), warm rows among themselves by (cost, -quality, latency, static order). Costs compare as
+    exact integers over all four prices (`Level.cache`); only the O(log n) cold rows the warm ones are placed
+    among are priced that way. None: some price has no exact integer form (the caller takes `_general`)."""
+    by_key = rows.by_key
+    if by_key is None:
+        by_key = rows.by_key = {k: j for j, k in enumerate(rows.keys)}
+    hot = [(by_key[k], v) for k, v in warm.items() if k in by_key]
+    if not hot:
+        return _fast(rows, p, e, max_cost, latency)
+    if not rows.cache_exact:
+        return None
+    levels = rows.levels
+    lats = list(map(latency.get, rows.keys)) if latency else None
+    order = rows.order(p, e, lats)
+    info, pe, neg_q = rows.info, (p, e), rows.neg_q
+    if len(hot) == 1:
+        cold = order[:]
+        cold.remove(hot[0][0])
+    else:
+        hot_rows = {j for j, _ in hot}
+        cold = list(filterfalse(hot_rows.__contains__, order))
+
+    def cold_key(j: int) -> int:
+        a, b, _, _, _, _, k = levels[j].cache  # type: ignore[misc]
+        return (p * a + e * b) * k  # type: ignore[no-any-return]
+
+    placed = []
+    for j, (cached, write) in hot:
+        a, b, c, w, _, unit, k = levels[j].cache  # type: ignore[misc]
+        fresh = max(p - cached - write, 0)
+        v = fresh * a + cached * c + write * w + e * b
+        if v >= limit:
+            return None
+        lat = lats[j] if lats is not None else None
+        placed.append((v * k, neg_q[j], _INF if lat is None else lat, j, cached, write, v, unit))
+    placed.sort()
+    # The merged order: each warm row before the first cold row that does not cost less.
+    merged: list[int] = []
+    lo = 0
+    for key, _, _, j, _, _, _, _ in placed:
+        at = bisect_left(cold, key, lo, key=cold_key)
+        merged += cold[lo:at]
+        merged.append(j)
+        lo = at
+    merged += cold[lo:]
+    hot_at = {j: (cached, write, v, unit) for _, _, _, j, cached, write, v, unit in placed}
+    if max_cost is None:  # as _fast: cold costs computed when read; then the warm rows get their own
+        cands = list(map(_new, repeat(Candidate, len(merged))))
+        lat_of = repeat(None) if lats is None else map(lats.__getitem__, merged)
+        any(map(_SET_F, cands, zip(map(info.__getitem__, merged), lat_of, repeat(pe))))
+        for j, (cached, write, v, unit) in hot_at.items():
+            cand = cands[merged.index(j)]
+            _SET_F(cand, (info[j], lats[j] if lats is not None else None, pe, (cached, write), None))
+            _SET_COST(cand, _D(v) * unit if v else _ZERO)  # exact: v < 10^prec
+        return tuple(cands), []
+    out: list[Candidate] = []
+    over: list[tuple[Any, ...]] = []
+    positions = rows.positions
+    for j in merged:
+        h = hot_at.get(j)
+        if h is None:
+            _add_cold(out, over, info[j], lats[j] if lats is not None else None, pe, max_cost, positions[j])
+            continue
+        cached, write, v, unit = h
+        cost = _D(v) * unit if v else _ZERO
+        if cost > max_cost:
+            over.append((positions[j], MAX_COST, cost))
+            continue
+        cand = _new(Candidate)
+        _SET_F(cand, (info[j], lats[j] if lats is not None else None, pe, (cached, write), None))
+        _SET_COST(cand, cost)
+        out.append(cand)
+    return tuple(out), over
+
+
+def _add_cold(cands: list[Candidate], over: list[tuple[Any, ...]], row: tuple[Any, ...], lat: float | None,
+              pe: tuple[int, int], max_cost: Decimal | None, position: int) -> None:
+    cand = _new(Candidate)
+    _SET_F(cand, (row, lat, pe))
+    if max_cost is not None:
+        cost = _list_cost((row, lat, pe))
+        if cost > max_cost:
+            over.append((position, MAX_COST, cost))
+            return
+        _SET_COST(cand, cost)
+    cands.append(cand)
+
+
 def _general(rows: Rows, p: int, e: int, prices: PriceVersion, now: datetime, limit: int,
              max_cost: Decimal | None, latency: Mapping[DeploymentKey, float] | None,
+             warm: Mapping[DeploymentKey, tuple[int, int]] | None = None,
              ) -> tuple[tuple[Candidate, ...], list[tuple[Any, ...]]]:
     """Some cost is not exact in integers: the Decimal computation where needed, rows in pool order (so an error,
     such as a missing FX rate, is the one the first such deployment raises)."""
     get_latency = latency.get if latency else None
     out: list[tuple[Any, ...]] = []
     over: list[tuple[Any, ...]] = []
-    decimal_keys = False
+    decimal_keys = bool(warm)
     positions = rows.positions
     for j in sorted(range(len(positions)), key=positions.__getitem__):
         d, lv = rows.deps[j], rows.levels[j]
@@ -383,16 +526,22 @@ def _general(rows: Rows, p: int, e: int, prices: PriceVersion, now: datetime, li
             up = unit_prices(prices.prices[rows.keys[j]], p, now)
             cost = k = expected_cost(up, p, e, prices.fx(up.currency))
             decimal_keys = True
+        hit = warm.get(rows.keys[j]) if warm else None
+        cold_flag = 1
+        if hit is not None:  # expected prompt-cache hits (or explicit writes): the reference computation
+            cold, cold_flag = cost, 0
+            cost = k = expected_cost(up, p, e, prices.fx(up.currency), cached_tokens=hit[0],
+                                     cache_write_tokens=hit[1])
         if max_cost is not None and cost > max_cost:
             over.append((positions[j], MAX_COST, cost))
             continue
         lat = get_latency(rows.keys[j]) if get_latency is not None else None
-        out.append((k, -d.quality, _INF if lat is None else lat, d.provider, d.model, positions[j],
-                    Candidate(d, cost, up, lat)))
+        cand = Candidate(d, cost, up, lat) if hit is None else Candidate(d, cost, up, lat, hit[0], hit[1], cold)
+        out.append((k, cold_flag, -d.quality, _INF if lat is None else lat, d.provider, d.model, positions[j], cand))
     if decimal_keys:  # some cost is only known as a Decimal: order every row by its Decimal cost
-        out = [(r[6].expected_cost,) + r[1:] for r in out]
+        out = [(r[7].expected_cost,) + r[1:] for r in out]
     out.sort()
-    return tuple([r[6] for r in out]), over
+    return tuple([r[7] for r in out]), over
 
 
 def explain(decision: Decision) -> str:

@@ -121,6 +121,9 @@ class AnthropicEndpoint:
         for i, event in enumerate(listed):
             if mode == "drop_mid_stream" and i == cut:
                 raise DroppedConnection("drop_mid_stream")
+            if mode == "error_mid_stream" and i == cut:  # Anthropic's `event: error` after the first byte
+                yield fmt.sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                return
             if mode == "slow_stream" and event["type"] == "content_block_delta":
                 await self.server.sleep(delay_s)
             yield fmt.sse(event)

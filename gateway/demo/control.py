@@ -23,6 +23,7 @@ MODES: tuple[str, ...] = (
     "slow",  # wait delay_s before the first byte, then answer normally
     "slow_stream",  # streams start at once, then wait delay_s before each content chunk (client disconnects, TTFT)
     "drop_mid_stream",  # send part of the response, then close the connection
+    "error_mid_stream",  # streams: part of the answer, then the vendor's error event, and the stream ends
     "no_usage",  # answer without any usage report
 )
 

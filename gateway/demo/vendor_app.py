@@ -48,6 +48,7 @@ class VendorSpec:
     # Where it also serves the Anthropic Messages format ("dialect": the vendor's own, e.g. DeepSeek /anthropic).
     anthropic_path: str | None | Literal["dialect"] = "dialect"
     anthropic_cache: CachePolicy | None = ANTHROPIC_CACHE  # its explicit cache; None = it caches nothing
+    aliases: tuple[str, ...] = ()  # other provider names the config gives this vendor (its anthropic-style twin)
 
     @property
     def cache_policy(self) -> CachePolicy | None:
@@ -282,6 +283,11 @@ class VendorServer:
         for i, (delta, sent) in enumerate(deltas):
             if mode == "drop_mid_stream" and i == len(deltas) // 2:
                 raise DroppedConnection("drop_mid_stream")
+            if mode == "error_mid_stream" and i == len(deltas) // 2:
+                # What OpenAI-compatible vendors send when generation fails after the first byte: an error
+                # payload in the event stream, and no [DONE].
+                yield _sse(error_body(dialect, "overloaded", cid)[1])
+                return
             if mode == "slow_stream":
                 await self.sleep(delay_s)
             yield _sse(chunk(delta, None, sent))

@@ -54,9 +54,9 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
     config = load_config(path, env={} if env is None else env)
     openai_style = {n: p for n, p in config.providers.items() if p.api_style == "openai"}
     twins: dict[str, str] = {}  # openai-style provider -> the anthropic-style provider at its host:port
-    for name, p in config.providers.items():
-        if p.api_style == "anthropic":
-            host = urlsplit(p.api_base).netloc
+    for name, candidate in config.providers.items():
+        if candidate.api_style == "anthropic":
+            host = urlsplit(candidate.api_base).netloc
             twin = next((n for n, o in openai_style.items() if urlsplit(o.api_base).netloc == host), None)
             if twin is not None:
                 twins[twin] = name
@@ -64,7 +64,7 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
     for name, provider in openai_style.items():
         dialect = dialect_for(name)
         twin_name = twins.get(name)
-        models = _models(config, {name} | ({twin_name} if twin_name else set()))
+        models = _models(config, {name} | ({twin_name} if twin_name is not None else set()))
         api_key = provider.api_key.get_secret_value() if provider.api_key else ""
         path_part = urlsplit(provider.api_base).path.rstrip("/")
         chat_cache = _policy(getattr(provider, "cache", None), dialect.cache)
@@ -74,7 +74,8 @@ def specs_from_config(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG,
             twin_cfg = config.providers[twin_name]
             explicit = _policy(getattr(twin_cfg, "cache", None), ANTHROPIC_CACHE)
             spec = replace(spec, anthropic_path=urlsplit(twin_cfg.api_base).path.rstrip("/"),
-                           anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit)
+                           anthropic_cache=ANTHROPIC_CACHE if explicit is _UNSET else explicit,
+                           aliases=(twin_name,))
         specs.append(spec)
     return specs
 
@@ -119,9 +120,13 @@ def _policy(setting: Any, default: CachePolicy | None) -> Any:
 
 
 def default_ports(path: str | os.PathLike[str] = DEFAULT_DEMO_CONFIG) -> dict[str, int]:
-    """The ports of the config's default URLs (e.g. 18101 for volcengine), for a demo whose URLs stay stable."""
+    """The ports of the config's default URLs (e.g. 18101 for volcengine), for a demo whose URLs stay stable.
+
+    One per simulated vendor: an anthropic-style provider is served on its OpenAI-format twin's port.
+    """
     config = load_config(path, env={})
-    return {name: port for name, p in config.providers.items() if (port := urlsplit(p.api_base).port)}
+    return {name: port for name, p in config.providers.items()
+            if p.api_style == "openai" and (port := urlsplit(p.api_base).port)}
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:
@@ -237,10 +242,12 @@ class VendorCluster:
         await self.stop()
 
     def _vendor(self, provider: str) -> VendorServer:
-        try:
-            return self.vendors[provider]
-        except KeyError:
-            raise KeyError(f"no simulated vendor {provider!r}; have {', '.join(self.vendors)}") from None
+        """The vendor of a provider name; an anthropic-style twin (deepseek-anthropic) names its vendor too."""
+        vendor = self.vendors.get(provider) or next(
+            (v for v in self.vendors.values() if provider in v.spec.aliases), None)
+        if vendor is None:
+            raise KeyError(f"no simulated vendor {provider!r}; have {', '.join(self.vendors)}")
+        return vendor
 
     def control(self, provider: str, mode: str, delay_s: float = 0.0, count: int | None = None) -> None:
         """Same as `POST /_control`, in-process (safe from any thread, and from the serving loop itself)."""

@@ -77,7 +77,9 @@ class MessagesEncoder:
                                                    "content_block": block})
 
     def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
-        return event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        # The hottest event (one per chunk): framed by hand, the delta alone serialised.
+        return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":' + str(index).encode()
+                + b',"delta":' + orjson.dumps(delta) + b"}\n\n")
 
     def _text(self, kind: str, text: str) -> bytes:
         out = b""
@@ -115,9 +117,10 @@ class MessagesEncoder:
         if not isinstance(obj, dict):
             return b""
         out = b"" if self.started else self._start(obj)
-        usage = usage_from_payload(obj)
-        if usage is not None:
-            self.usage = usage
+        if b'"usage"' in payload:  # most chunks carry none (or `"usage":null`): skip the lookup
+            usage = usage_from_payload(obj)
+            if usage is not None:
+                self.usage = usage
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -144,7 +147,9 @@ class MessagesEncoder:
         out = b"" if self.started else self._start({})
         self.done = True
         out += self._close_block()
-        stop = self.stop_reason or ("tool_use" if self._tool_block else "end_turn")
+        stop = self.stop_reason or "end_turn"
+        if stop == "end_turn" and self._tool_block:
+            stop = "tool_use"  # some vendors say `stop` after tool calls; a Messages client then runs the tools
         out += event("message_delta", {"type": "message_delta",
                                        "delta": {"stop_reason": stop, "stop_sequence": None},
                                        "usage": anthropic_usage(usage or self.usage)})

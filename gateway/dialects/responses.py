@@ -46,6 +46,9 @@ _KNOWN = frozenset({
     "background", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier",
     "stream_options", "top_logprobs", "prompt_cache_options", "moderation", "gateway", *_STATEFUL,
 })
+_ECHOED = frozenset(ECHO_DEFAULTS)
+_CHECKED = frozenset({*_STATEFUL, "background", "include", "truncation", "service_tier", "top_logprobs", "store",
+                      "metadata", "moderation"})
 _TEXT_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 
 
@@ -68,22 +71,17 @@ def _bad(field: str, what: str) -> BadRequest:
 
 def to_chat(body: dict[str, Any]) -> Translated:
     """The chat body for a Responses request (`gateway` constraints, if any, stay for the parser to read)."""
-    for key in body:
-        if key not in _KNOWN:
-            raise BadRequest(f"Unknown parameter: '{key}'", code="unknown_parameter", param=key)
-    for key in _STATEFUL:
-        if body.get(key) is not None:
-            raise unsupported(key, "the gateway is stateless and keeps no responses, conversations or prompts")
-    if body.get("background"):
-        raise unsupported("background", "the gateway is stateless; background responses need stored state")
+    if not _KNOWN.issuperset(body):
+        key = next(k for k in body if k not in _KNOWN)
+        raise BadRequest(f"Unknown parameter: '{key}'", code="unknown_parameter", param=key)
+    if not _CHECKED.isdisjoint(body):  # the fields most requests never send, checked only when present
+        _check_rare(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "is required and must be a string")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", "must be a boolean")
-    _check_include(body.get("include"))
-    _check_minor(body)
 
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
@@ -133,11 +131,24 @@ def to_chat(body: dict[str, Any]) -> Translated:
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
-    echo = {k: (body[k] if body.get(k) is not None else v) for k, v in ECHO_DEFAULTS.items()}
+    echo = ECHO_DEFAULTS.copy()
+    for key in _ECHOED.intersection(body):
+        if body[key] is not None:
+            echo[key] = body[key]
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict):
         echo["reasoning"] = {"effort": reasoning.get("effort"), "summary": None}
     return echo
+
+
+def _check_rare(body: dict[str, Any]) -> None:
+    for key in _STATEFUL:
+        if body.get(key) is not None:
+            raise unsupported(key, "the gateway is stateless and keeps no responses, conversations or prompts")
+    if body.get("background"):
+        raise unsupported("background", "the gateway is stateless; background responses need stored state")
+    _check_include(body.get("include"))
+    _check_minor(body)
 
 
 def _check_include(include: Any) -> None:

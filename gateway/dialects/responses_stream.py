@@ -31,6 +31,8 @@ from gateway.dialects import responses_output as out
 from gateway.metering import usage_from_payload
 
 _DONE = b"[DONE]"
+_DELTA_EVENTS = {"message": "response.output_text.delta", "reasoning": "response.reasoning_text.delta",
+                 "function_call": "response.function_call_arguments.delta"}
 
 
 def sse_event(kind: str, payload: dict[str, Any]) -> bytes:
@@ -40,13 +42,22 @@ def sse_event(kind: str, payload: dict[str, Any]) -> bytes:
 class _Item:
     """One output item being streamed: its kind, its place in `output`, its id and the text gathered so far."""
 
-    __slots__ = ("kind", "index", "id", "parts", "call_id", "name", "done")
+    __slots__ = ("kind", "index", "id", "parts", "call_id", "name", "done", "delta_head")
 
     def __init__(self, kind: str, index: int, item_id: str, call_id: str = "", name: str = "") -> None:
         self.kind, self.index, self.id = kind, index, item_id
         self.parts: list[str] = []
         self.call_id, self.name = call_id, name
         self.done = False
+        # A delta event is most of a stream: its frame up to the delta text is encoded once per item.
+        event = _DELTA_EVENTS[kind]
+        head = {"type": event, "item_id": item_id, "output_index": index}
+        if kind != "function_call":
+            head["content_index"] = 0
+        if kind == "message":
+            head["logprobs"] = []
+        self.delta_head = (b"event: " + event.encode() + b"\ndata: " + orjson.dumps(head)[:-1]
+                           + b',"delta":')
 
     def snapshot(self, response_id: str, status: str) -> dict[str, Any]:
         text = "".join(self.parts)
@@ -89,9 +100,9 @@ class ResponsesEncoder:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue  # not a chunk (a vendor's stray line): nothing a client could use
-            if isinstance(chunk, dict):
+            if chunk.__class__ is dict:
                 self._chunk(chunk)
-        return self._flush()
+        return self._flush() if self._buf else b""
 
     def finish(self, usage: Usage | None = None) -> bytes:
         """The vendor's stream ended (with or without `[DONE]`): the terminal event if not yet sent. `usage` is the
@@ -116,51 +127,70 @@ class ResponsesEncoder:
     # ---- chunks -> events -------------------------------------------------------------------------------------
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
-        if not self.started and isinstance(chunk.get("model"), str) and chunk["model"]:
-            self.model = chunk["model"]
-        self._start()
-        if chunk.get("usage") is not None or _choice_usage(chunk):
-            usage = usage_from_payload(chunk)
-            if usage is not None:
-                self.usage = usage  # the last report wins, as the gateway meters it
-                self.reasoning_tokens = out.reasoning_tokens_of(chunk.get("usage")) or self.reasoning_tokens
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
+        if not self.started:
+            if isinstance(chunk.get("model"), str) and chunk["model"]:
+                self.model = chunk["model"]
+            self._start()
+        choices = chunk.get("choices")
+        choice = choices[0] if choices and choices.__class__ is list else None  # Responses has one choice
+        if choice.__class__ is not dict:
+            choice = None
+        if chunk.get("usage") is not None or (choice is not None and choice.get("usage") is not None):
+            self._usage(chunk)
+        if choice is None:
+            return
+        delta = choice.get("delta")
+        if delta and delta.__class__ is dict:
+            text = delta.get("content")
+            item = self.text
+            # The common chunk: more text of the open message (checked first: most of a stream).
+            if (text and text.__class__ is str and item is not None and not item.done
+                    and not delta.get("reasoning_content") and not delta.get("tool_calls")):
+                self._delta_event(item, text)
+            else:
                 self._delta(delta)
-            if isinstance(choice.get("finish_reason"), str):
-                self.finish_reason = choice["finish_reason"]
+        finish = choice.get("finish_reason")
+        if finish and finish.__class__ is str:
+            self.finish_reason = finish
+
+    def _usage(self, chunk: dict[str, Any]) -> None:
+        usage = usage_from_payload(chunk)  # Moonshot reports it inside choices[0]
+        if usage is not None:
+            self.usage = usage  # the last report wins, as the gateway meters it
+            self.reasoning_tokens = out.reasoning_tokens_of(chunk.get("usage")) or self.reasoning_tokens
 
     def _delta(self, delta: dict[str, Any]) -> None:
         reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            if self.reasoning is None or self.reasoning.done:
-                self.reasoning = self._open("reasoning")
-            self._text_delta(self.reasoning, "response.reasoning_text.delta", reasoning)
-        for field in ("content", "refusal"):  # a refusal streams as text: few chat vendors send one
-            text = delta.get(field)
-            if isinstance(text, str) and text:
-                if self.text is None or self.text.done:
-                    self.text = self._open("message")
-                self._text_delta(self.text, "response.output_text.delta", text)
-        for call in delta.get("tool_calls") or ():
-            if isinstance(call, dict):
-                self._call_delta(call)
+        if reasoning and isinstance(reasoning, str):
+            item = self.reasoning
+            if item is None or item.done:
+                item = self.reasoning = self._open("reasoning")
+            self._delta_event(item, reasoning)
+        text = delta.get("content") or delta.get("refusal")  # a refusal streams as text: few vendors send one
+        if text and isinstance(text, str):
+            item = self.text
+            if item is None or item.done:
+                item = self.text = self._open("message")
+            self._delta_event(item, text)
+        calls = delta.get("tool_calls")
+        if calls and isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict):
+                    self._call_delta(call)
 
-    def _text_delta(self, item: _Item, kind: str, text: str) -> None:
+    def _delta_event(self, item: _Item, text: str) -> None:
         item.parts.append(text)
-        payload: dict[str, Any] = {"item_id": item.id, "output_index": item.index, "content_index": 0,
-                                   "delta": text}
-        if item.kind == "message":
-            payload["logprobs"] = []
-        self._emit(kind, payload)
+        self._buf.append(item.delta_head + orjson.dumps(text) + b',"sequence_number":%d}\n\n' % self.seq)
+        self.seq += 1
 
     def _call_delta(self, call: dict[str, Any]) -> None:
-        index = call.get("index", 0)
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
+        index = call.get("index")
+        if index is None:  # a vendor sending each call whole, without an index: a new id is a new call
+            index = len(self.calls) - 1
+            if index < 0 or (call.get("id") and self.calls[index].call_id not in ("", call["id"])):
+                index += 1
         item = self.calls.get(index)
         if item is None:
             item = self._open("function_call", str(call.get("id") or ""), str(function.get("name") or ""))
@@ -168,10 +198,8 @@ class ResponsesEncoder:
         elif not item.call_id and call.get("id"):
             item.call_id = str(call["id"])
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            item.parts.append(arguments)
-            self._emit("response.function_call_arguments.delta",
-                       {"item_id": item.id, "output_index": item.index, "delta": arguments})
+        if arguments and isinstance(arguments, str):
+            self._delta_event(item, arguments)
 
     def _open(self, kind: str, call_id: str = "", name: str = "") -> _Item:
         # A new item ends the text or reasoning item before it: items stream one after another.
@@ -225,9 +253,11 @@ class ResponsesEncoder:
     def _start(self) -> None:
         if not self.started:
             self.started = True
-            created = self._response("in_progress", [], None, None)
-            self._emit("response.created", {"response": created})
-            self._emit("response.in_progress", {"response": created})
+            created = orjson.dumps(self._response("in_progress", [], None, None))  # one encoding, two events
+            for kind in ("response.created", "response.in_progress"):
+                self._buf.append(b"event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,\"response\":%s}\n\n"
+                                 % (kind.encode(), kind.encode(), self.seq, created))
+                self.seq += 1
 
     def _response(self, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None,
                   incomplete: str | None) -> dict[str, Any]:
@@ -244,8 +274,11 @@ class ResponsesEncoder:
         self._buf.append(sse_event(kind, payload))
 
     def _flush(self) -> bytes:
-        data = b"".join(self._buf)
-        self._buf.clear()
+        buf = self._buf
+        if len(buf) == 1:  # most batches: one chunk, one delta event
+            return buf.pop()
+        data = b"".join(buf)
+        buf.clear()
         return data
 
 
@@ -254,9 +287,3 @@ def _part(kind: str, text: str) -> dict[str, Any]:
         return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
     return {"type": "reasoning_text", "text": text}
 
-
-def _choice_usage(chunk: dict[str, Any]) -> bool:
-    """Moonshot reports usage inside `choices[0]` of its last chunk."""
-    choices = chunk.get("choices")
-    return isinstance(choices, list) and bool(choices) and isinstance(choices[0], dict) \
-        and choices[0].get("usage") is not None

@@ -123,7 +123,7 @@ async def metrics(request: Request) -> Response:
 async def route_explain(request: Request) -> Any:
     try:
         raw = await read_body(request)
-        facts, decision, prices = request.app.state.pipeline.explain(raw, request.headers)
+        facts, decision, prices = await request.app.state.pipeline.explain_warm(raw, request.headers)
     except GatewayError as exc:
         return error_response(exc)
     return decision_json(facts, decision, prices)

@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.ledger.tables import BASE_SCALE, ledger
 from gateway.money import EXACT
 
-GROUP_BY_CHOICES = ("day", "month", "team", "key", "route", "provider", "model")
-SUMMED_MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting", "baseline_cost")
+GROUP_BY_CHOICES = ("day", "month", "team", "key", "route", "provider", "model", "api")
+SUMMED_MONEY = ("input_cost_reporting", "cached_input_cost_reporting", "cache_write_cost_reporting",
+                "output_cost_reporting", "baseline_cost")
 _ZERO = Decimal(0)
 _E9 = Decimal("1e-9")
 _E18 = Decimal("1e-18")
@@ -54,6 +55,7 @@ class Partial:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_tokens: int = 0
     money: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(SUMMED_MONEY, _ZERO))
 
 
@@ -115,7 +117,7 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
             *groups, ledger.c.price_version, has_baseline, scale.label("scale"),
             sa.func.max(ledger.c.reporting_currency), sa.func.count(),
             sa.func.sum(ledger.c.input_tokens), sa.func.sum(ledger.c.cached_input_tokens),
-            sa.func.sum(ledger.c.output_tokens),
+            sa.func.sum(ledger.c.cache_write_tokens), sa.func.sum(ledger.c.output_tokens),
             *(e for m in SUMMED_MONEY for e in _money_sums(m, dialect)),
         )
         .where(_in_window(window))
@@ -132,12 +134,13 @@ async def fetch_partials(engine: AsyncEngine, window: Window, group_by: Sequence
             p.requests += row[n + 4]
             p.input_tokens += int(row[n + 5] or 0)
             p.cached_input_tokens += int(row[n + 6] or 0)
-            p.output_tokens += int(row[n + 7] or 0)
+            p.cache_write_tokens += int(row[n + 7] or 0)
+            p.output_tokens += int(row[n + 8] or 0)
             if row_scale != BASE_SCALE:
                 wide.add((keys, version, base))  # its pieces are not the 18-decimal layout: re-summed below
                 continue
             for i, m in enumerate(SUMMED_MONEY):
-                start = n + 8 + i * width
+                start = n + 9 + i * width
                 p.money[m] = EXACT.add(p.money[m], _combine(row[start:start + width], dialect))
         if wide:
             await _add_wide_rows(conn, window, groups, partials)
@@ -174,6 +177,8 @@ class UsageRow:
     output_tokens: int
     total_cost_reporting: Decimal | None
     reporting_currency: str | None
+    cache_write_tokens: int = 0
+    api: str = "chat"
 
 
 async def stream_usage(engine: AsyncEngine, window: Window, batch: int = 5000) -> AsyncIterator[UsageRow]:

@@ -64,6 +64,7 @@ class InFlightRow:
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
+    cache_write_tokens: int = 0
 
 
 def is_abandoned(row: InFlightRow, known: Mapping[str, ReplicaState], now: datetime, stale_after_s: float,
@@ -84,9 +85,10 @@ def is_abandoned(row: InFlightRow, known: Mapping[str, ReplicaState], now: datet
 
 
 def estimated_usage(row: InFlightRow) -> Usage:
-    prompt_recorded = row.input_tokens + row.cached_input_tokens
+    prompt_recorded = row.input_tokens + row.cached_input_tokens + row.cache_write_tokens
     if prompt_recorded > 0:
-        return Usage(row.input_tokens, row.cached_input_tokens, row.output_tokens, source="estimated")
+        return Usage(row.input_tokens, row.cached_input_tokens, row.output_tokens, source="estimated",
+                     cache_write_tokens=row.cache_write_tokens)
     return Usage(row.prompt_tokens_estimate, 0, row.output_tokens, source="estimated")
 
 
@@ -106,7 +108,8 @@ def interrupted_values(row: InFlightRow, version: PriceVersion | None, now: date
     return {
         "status": "interrupted", "usage_source": "estimated", "finished_at": now, "error_kind": "replica_gone",
         "input_tokens": usage.input_tokens, "cached_input_tokens": usage.cached_input_tokens,
-        "output_tokens": usage.output_tokens, **cost_columns(cost, baseline_cost),
+        "output_tokens": usage.output_tokens, "cache_write_tokens": usage.cache_write_tokens,
+        **cost_columns(cost, baseline_cost),
     }
 
 

@@ -26,8 +26,9 @@ from gateway.money import money_str as exact_text
 from gateway.prices.book import PriceBook
 
 FxForVersion = Callable[[int], Mapping[str, Decimal]]
-COLUMNS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "input_cost", "cached_input_cost",
-           "output_cost", "total_cost", "baseline_cost", "savings", "currency")
+COLUMNS = ("requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "input_cost",
+           "cached_input_cost", "cache_write_cost", "output_cost", "total_cost", "baseline_cost", "savings",
+           "currency")
 FORMATS = ("table", "csv", "json")
 _DIVIDE = Context(prec=28)
 _ZERO = Decimal(0)
@@ -88,12 +89,16 @@ def parse_group_by(value: str | Sequence[str] | None) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ the report
 @dataclass(frozen=True, slots=True)
 class Line:
+    """One report row: its fields are the columns of `COLUMNS` but `currency`, in that order."""
+
     requests: int
     input_tokens: int
     cached_input_tokens: int
+    cache_write_tokens: int
     output_tokens: int
     input_cost: Decimal
     cached_input_cost: Decimal
+    cache_write_cost: Decimal
     output_cost: Decimal
     total_cost: Decimal
     baseline_cost: Decimal | None  # None: no row of the group has a baseline
@@ -117,13 +122,15 @@ def _add(a: Decimal | None, b: Decimal | None) -> Decimal | None:
 
 
 def sum_lines(lines: Iterable[Line]) -> Line:
-    out = Line(0, 0, 0, 0, _ZERO, _ZERO, _ZERO, _ZERO, None, None)
+    out = Line(0, 0, 0, 0, 0, _ZERO, _ZERO, _ZERO, _ZERO, _ZERO, None, None)
     for ln in lines:
         out = Line(
             out.requests + ln.requests, out.input_tokens + ln.input_tokens,
-            out.cached_input_tokens + ln.cached_input_tokens, out.output_tokens + ln.output_tokens,
+            out.cached_input_tokens + ln.cached_input_tokens, out.cache_write_tokens + ln.cache_write_tokens,
+            out.output_tokens + ln.output_tokens,
             EXACT.add(out.input_cost, ln.input_cost), EXACT.add(out.cached_input_cost, ln.cached_input_cost),
-            EXACT.add(out.output_cost, ln.output_cost), EXACT.add(out.total_cost, ln.total_cost),
+            EXACT.add(out.cache_write_cost, ln.cache_write_cost), EXACT.add(out.output_cost, ln.output_cost),
+            EXACT.add(out.total_cost, ln.total_cost),
             _add(out.baseline_cost, ln.baseline_cost), _add(out.savings, ln.savings),
         )
     return out
@@ -141,13 +148,13 @@ def _partial_line(p: Partial, currency: str, fx_for_version: FxForVersion | None
         return x if rate is None or not x else _DIVIDE.divide(x, rate)
 
     m = p.money
-    inp, cached, out = conv(m["input_cost_reporting"]), conv(m["cached_input_cost_reporting"]), conv(
-        m["output_cost_reporting"])
-    total = EXACT.add(EXACT.add(inp, cached), out)
+    inp, cached, written, out = (conv(m[c]) for c in ("input_cost_reporting", "cached_input_cost_reporting",
+                                                      "cache_write_cost_reporting", "output_cost_reporting"))
+    total = EXACT.add(EXACT.add(EXACT.add(inp, cached), written), out)
     baseline = conv(m["baseline_cost"]) if p.has_baseline else None
     savings = EXACT.subtract(baseline, total) if baseline is not None else None
-    return Line(p.requests, p.input_tokens, p.cached_input_tokens, p.output_tokens, inp, cached, out, total,
-                baseline, savings)
+    return Line(p.requests, p.input_tokens, p.cached_input_tokens, p.cache_write_tokens, p.output_tokens, inp,
+                cached, written, out, total, baseline, savings)
 
 
 def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence[str], currency: str,

@@ -49,7 +49,8 @@ def with_prices(base: PriceVersion, prices: Mapping[DeploymentKey, Price],
 def group_key(row: UsageRow, group_by: Sequence[str], offset: timedelta) -> tuple[str, ...]:
     local = row.started_at.astimezone(timezone(offset))
     values = {"day": local.strftime("%Y-%m-%d"), "month": local.strftime("%Y-%m"), "team": row.team,
-              "key": row.key_id or "", "route": row.route, "provider": row.provider, "model": row.model}
+              "key": row.key_id or "", "route": row.route, "provider": row.provider, "model": row.model,
+              "api": row.api}
     return tuple(values[g] for g in group_by)
 
 
@@ -68,10 +69,10 @@ class Repricing:
         if price is None:
             line = RepriceLine(1, actual, actual, 1)
         else:
-            usage = Usage(row.input_tokens, row.cached_input_tokens, row.output_tokens)
+            usage = Usage(row.input_tokens, row.cached_input_tokens, row.output_tokens,
+                          cache_write_tokens=row.cache_write_tokens)
             cost = price_usage(usage, price, self.prices, row.started_at)
-            parts = EXACT.add(EXACT.add(cost.input, cost.cached_input), cost.output)
-            line = RepriceLine(1, actual, EXACT.multiply(parts, cost.fx_rate))
+            line = RepriceLine(1, actual, cost.total_reporting)
         key = group_key(row, self.group_by, self.offset)
         known = self._groups.get(key)
         self._groups[key] = line if known is None else known.plus(line)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from gateway.domain import Cost, LedgerEntry
+from gateway.domain import ZERO, Cost, LedgerEntry
 from gateway.ledger.tables import BASE_SCALE, UPDATABLE, Money, UtcDateTime, ledger, money_text
 
 _UTC = timezone.utc
@@ -30,8 +30,10 @@ def sqlite_time(value: datetime | None) -> str | None:
 
 
 def _sqlite_money(value: Any) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _sqlite_money_text(value)
+
+
+def _sqlite_money_text(value: Any) -> str:
     if type(value) is Decimal:  # the common case: no conversion needed
         return money_text(value)
     if isinstance(value, float) or not isinstance(value, (Decimal, int)):
@@ -94,10 +96,21 @@ _COMPILED = {id(INSERT_CONV): _compile(INSERT_CONV), id(UPDATE_CONV): _compile(U
 
 # ---- rows straight from a LedgerEntry: the request path's two writes, without the column dict -----------------
 
-_MONEY_FIELDS = ("currency", "input_cost", "cached_input_cost", "output_cost", "total_cost", "reporting_currency",
-                 "fx_rate", "input_cost_reporting", "cached_input_cost_reporting", "output_cost_reporting",
-                 "total_cost_reporting", "baseline_cost", "money_scale")
-_NO_MONEY: tuple[Any, ...] = (None,) * 12 + (BASE_SCALE,)
+_MONEY_FIELDS = ("currency", "input_cost", "cached_input_cost", "output_cost", "total_cost", "cache_write_cost",
+                 "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
+                 "output_cost_reporting", "total_cost_reporting", "cache_write_cost_reporting", "baseline_cost",
+                 "money_scale")
+_NO_MONEY: tuple[Any, ...] = (None,) * 14 + (BASE_SCALE,)
+_ZERO_TEXT = money_text(ZERO)
+_ZERO_AT: dict[str, str] = {}  # fx_rate text -> the text of 0 x fx_rate
+
+
+def _zero_at(fx: str) -> str:
+    """The stored text of 0 x fx: the product keeps fx's exponent, so it has as many decimals as fx's own text."""
+    if len(_ZERO_AT) >= 256:  # rates come from price versions: few; this bounds a caller that makes many
+        _ZERO_AT.clear()
+    text = _ZERO_AT[fx] = "0." + "0" * (len(fx) - fx.index(".") - 1)
+    return text
 
 
 def _money_row(cost: Cost | None, baseline: Decimal | None) -> tuple[Any, ...]:
@@ -105,22 +118,31 @@ def _money_row(cost: Cost | None, baseline: Decimal | None) -> tuple[Any, ...]:
     off those texts (money_text pads each to the scale `row_scale` would give it; fx_rate is never summed)."""
     if cost is None and baseline is None:
         return _NO_MONEY
-    m = _sqlite_money
-    summed: tuple[str | None, ...] = ()
+    m = _sqlite_money_text
+    texts: tuple[str, ...] = ()  # the distinct summed texts: they decide the row's scale
     if cost is not None:
-        own = (m(cost.input), m(cost.cached_input), m(cost.output), m(cost.total))
         fx = m(cost.fx_rate)
-        if str(cost.fx_rate) == "1":  # billed in the reporting currency: x * 1 is x, digit for digit (not x * 1.0)
-            summed = own + own
+        one = str(cost.fx_rate) == "1"  # billed in the reporting currency: x * 1 is x, digit for digit (not x * 1.0)
+        written = cost.cache_write
+        if written is ZERO:  # nothing written to a prompt cache (pricing's zero): its texts without arithmetic
+            cw = _ZERO_TEXT
+            cw_rep = cw if one else (_ZERO_AT.get(fx) or _zero_at(fx))
         else:
-            summed = own + (m(cost.input_reporting), m(cost.cached_input_reporting), m(cost.output_reporting),
-                            m(cost.total_reporting))
-        head: tuple[Any, ...] = (cost.currency, *own, cost.reporting_currency, fx, *summed[4:])
+            cw = m(written)
+            cw_rep = cw if one else m(cost.cache_write_reporting)
+        texts = own = (m(cost.input), m(cost.cached_input), m(cost.output), m(cost.total), cw)
+        if one:
+            head: tuple[Any, ...] = (cost.currency, *own, cost.reporting_currency, fx, *own)
+        else:
+            rep = (m(cost.input_reporting), m(cost.cached_input_reporting), m(cost.output_reporting),
+                   m(cost.total_reporting), cw_rep)
+            head = (cost.currency, *own, cost.reporting_currency, fx, *rep)
+            texts = own + rep
     else:
-        head = (None,) * 11
-    base = m(baseline)
+        head = (None,) * 13
+    base = None if baseline is None else m(baseline)
     scale = BASE_SCALE
-    for text in (*summed, base):
+    for text in (*texts, base):
         if text is not None:
             d = len(text) - text.index(".") - 1
             if d > scale:
@@ -138,6 +160,7 @@ _ENTRY_EXPR: dict[str, str] = {
     "prompt_tokens_estimate": "e.prompt_tokens_estimate",
     "input_tokens": "u.input_tokens if u else 0", "cached_input_tokens": "u.cached_input_tokens if u else 0",
     "output_tokens": "u.output_tokens if u else 0", "usage_source": "u.source if u else None",
+    "cache_write_tokens": "u.cache_write_tokens if u else 0", "api": "e.api",
     "status": "e.status", "attempts": "e.attempts", "latency_ms": "e.latency_ms", "ttft_ms": "e.ttft_ms",
     "error_kind": "e.error_kind",
     **{name: f"mo[{i}]" for i, name in enumerate(_MONEY_FIELDS)},

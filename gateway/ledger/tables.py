@@ -192,6 +192,12 @@ ledger = sa.Table(
     sa.Column("latency_ms", sa.Integer),
     sa.Column("ttft_ms", sa.Integer),
     sa.Column("error_kind", sa.String(32)),
+    # Migration 5 (appended, as ALTER TABLE adds them): the inbound API, and the tokens the vendor wrote to its
+    # prompt cache with their cost (input + cached_input + cache_write = the vendor's prompt tokens).
+    sa.Column("api", sa.String(16), nullable=False, server_default="chat"),  # chat, responses, messages, embeddings
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cache_write_cost", Money()),
+    sa.Column("cache_write_cost_reporting", Money()),
     sa.Index("ix_ledger_started_at", "started_at"),
     # Only in-flight rows: tiny, and exactly what recovery scans.
     sa.Index("ix_ledger_in_flight", "replica_id", sqlite_where=sa.text("status = 'in_flight'"),
@@ -216,7 +222,8 @@ UPDATABLE = (
     "output_tokens", "currency", "input_cost", "cached_input_cost", "output_cost", "total_cost",
     "reporting_currency", "fx_rate", "input_cost_reporting", "cached_input_cost_reporting",
     "output_cost_reporting", "total_cost_reporting", "baseline_cost", "money_scale", "usage_source", "status",
-    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at",
+    "attempts", "latency_ms", "ttft_ms", "error_kind", "finished_at", "cache_write_tokens", "cache_write_cost",
+    "cache_write_cost_reporting",
 )
 
 
@@ -230,9 +237,9 @@ def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, 
         values.update(
             currency=cost.currency, reporting_currency=cost.reporting_currency, fx_rate=cost.fx_rate,
             input_cost=cost.input, cached_input_cost=cost.cached_input, output_cost=cost.output,
-            total_cost=cost.total, input_cost_reporting=cost.input_reporting,
+            cache_write_cost=cost.cache_write, total_cost=cost.total, input_cost_reporting=cost.input_reporting,
             cached_input_cost_reporting=cost.cached_input_reporting, output_cost_reporting=cost.output_reporting,
-            total_cost_reporting=cost.total_reporting,
+            cache_write_cost_reporting=cost.cache_write_reporting, total_cost_reporting=cost.total_reporting,
         )
     values["baseline_cost"] = baseline_cost
     # fx_rate is never summed, so it does not decide the row's scale.
@@ -243,6 +250,7 @@ def cost_columns(cost: Cost | None, baseline_cost: Decimal | None) -> dict[str, 
 MONEY_COLUMNS = (
     "input_cost", "cached_input_cost", "output_cost", "total_cost", "input_cost_reporting",
     "cached_input_cost_reporting", "output_cost_reporting", "total_cost_reporting", "baseline_cost",
+    "cache_write_cost", "cache_write_cost_reporting",
 )
 _NO_COST: dict[str, Any] = {**dict.fromkeys(MONEY_COLUMNS), "currency": None, "reporting_currency": None,
                             "fx_rate": None, "money_scale": BASE_SCALE}
@@ -261,7 +269,8 @@ def entry_values(entry: LedgerEntry, now: datetime) -> dict[str, Any]:
         "input_tokens": usage.input_tokens if usage else 0,
         "cached_input_tokens": usage.cached_input_tokens if usage else 0,
         "output_tokens": usage.output_tokens if usage else 0,
-        "usage_source": usage.source if usage else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else 0,
+        "usage_source": usage.source if usage else None, "api": entry.api,
         "status": entry.status, "attempts": entry.attempts, "latency_ms": entry.latency_ms,
         "ttft_ms": entry.ttft_ms, "error_kind": entry.error_kind,
         **cost_columns(entry.cost, entry.baseline_cost),

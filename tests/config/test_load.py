@@ -340,7 +340,7 @@ def test_check_config_prints_the_deployments_table_and_exits_0_on_the_demo_confi
     assert lines[0].split()[:3] == ["provider", "model", "upstream"]
     assert any(line.split()[:2] == ["deepseek", "deepseek-v2"] and "0.001/0.002 CNY" in line for line in lines)
     assert any(line.split()[:2] == ["qianfan", "ernie-speed-128k"] and "0/0 CNY" in line for line in lines)
-    assert lines[-1].startswith("ok: 10 deployments, 6 providers")
+    assert lines[-1].startswith("ok: 11 deployments, 7 providers")
 
 
 def test_check_config_exits_1_with_the_precise_message_on_a_bad_file(tmp_path: Path) -> None:

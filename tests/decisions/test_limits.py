@@ -37,6 +37,12 @@ def test_worst_case_cost_uses_full_input_price_and_fx() -> None:
     assert d.worst_case_cost(1000, 500, prices, Decimal("7.10")) == Decimal("0.05325")
 
 
+def test_worst_case_cost_prices_the_prompt_at_cache_write_where_writing_costs_more() -> None:
+    prices = UnitPrices(currency="USD", per=1_000_000, input=Decimal("3"), cached_input=Decimal("0.3"),
+                        output=Decimal("15"), cache_write=Decimal("3.75"))
+    assert d.worst_case_cost(1000, 500, prices, Decimal("7.10")) == Decimal("0.079875")  # (3750 + 7500) / 1M x 7.10
+
+
 def test_admission_is_inclusive() -> None:
     c = d.CounterState(spent=40, reserved=50)
     assert d.admits(c, 100, 10)

@@ -226,3 +226,13 @@ def test_prompt_pieces_put_breakpoints_after_the_marked_blocks_in_tools_system_m
     tool_tokens = breakpoints[0]
     assert breakpoints == [tool_tokens, tool_tokens + len(["<|sy", "stem", "|>"]) + 2]
     assert pieces[-1] == "<|assistant|>"
+
+
+def test_error_mid_stream_ends_the_event_stream_with_an_error_event_the_sdk_raises(sdk, cluster):
+    cluster.control("deepseek", "error_mid_stream", count=1)
+    received: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as info:
+        with sdk.messages.stream(model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "x"}]) as stream:
+            received.extend(stream.text_stream)
+    assert received  # part of the answer came first
+    assert "Overloaded" in str(info.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import orjson
 import pytest
 
 
@@ -101,3 +102,13 @@ def test_no_usage_mode_omits_usage_everywhere(v, cluster):
     events, _ = v.stream_events("hunyuan", include_usage=True)
     assert all("usage" not in e for e in events)
 
+
+
+def test_error_mid_stream_sends_part_of_the_answer_then_an_error_payload_and_no_done(v, client, cluster):
+    cluster.control("dashscope", "error_mid_stream", count=1)
+    body = {"model": "qwen-long", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with client.stream("POST", f"{cluster.urls['dashscope']}/chat/completions", json=body,
+                       headers=v.auth("dashscope")) as r:
+        data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert '"role":"assistant"' in data[0] and '"content"' in data[1]
+    assert "error" in orjson.loads(data[-1]) and "[DONE]" not in data

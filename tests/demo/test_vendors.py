@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.demo.vendors import VendorCluster, default_ports, env_for, run_in_thread
+from gateway.demo.anthropic_vendor import ANTHROPIC_CACHE
+from gateway.demo.prompt_cache import CachePolicy
+from gateway.demo.vendors import VendorCluster, default_ports, env_for, run_in_thread, specs_from_config
 
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 30  # ~340 tokens: several 64-token cache blocks
 
@@ -269,3 +272,42 @@ def test_run_in_thread_stops_and_frees_its_ports(v):
 def test_default_ports_are_those_of_the_demo_config_urls():
     assert default_ports() == {"volcengine": 18101, "dashscope": 18102, "qianfan": 18103, "zhipu": 18104,
                                "deepseek": 18105, "hunyuan": 18106}
+
+
+def test_the_demo_configs_deepseek_anthropic_provider_is_the_deepseek_vendors_anthropic_endpoint(cluster):
+    specs = {s.provider: s for s in specs_from_config()}
+    assert "deepseek-anthropic" not in specs
+    assert specs["deepseek"].aliases == ("deepseek-anthropic",)
+    assert cluster.spec("deepseek-anthropic") is cluster.spec("deepseek")  # control and stats by either name
+    assert specs["deepseek"].anthropic_base == "/anthropic"
+    assert {m.name for m in specs["deepseek"].models} == {"deepseek-chat"}
+    assert all(s.anthropic_base is None for name, s in specs.items() if name != "deepseek")
+
+
+def test_cache_settings_of_a_config_set_the_simulated_caches(tmp_path):
+    """A config with `cache:` settings (contract section 3) drives the vendors' TTL and minimum; `none` disables."""
+    from gateway.config.schema import ProviderConfig
+
+    if "cache" not in ProviderConfig.model_fields:
+        pytest.skip("this build's config schema has no cache: settings yet")
+    text = (Path(__file__).resolve().parents[2] / "config" / "demo.yaml").read_text(encoding="utf-8")
+    for old, new in [("cache: {mode: automatic, ttl_s: 3600, min_tokens: 64}", "cache: {ttl_s: 5, min_tokens: 128}"),
+                     ("cache: {mode: explicit, ttl_s: 300, min_tokens: 1024}", "cache: {mode: explicit, ttl_s: 60}"),
+                     ("cache: {mode: automatic, ttl_s: 600, min_tokens: 256}", "cache: {mode: none}")]:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "demo.yaml"
+    path.write_text(text, encoding="utf-8")
+    specs = {s.provider: s for s in specs_from_config(path)}
+    assert specs["deepseek"].cache_policy == CachePolicy(block_tokens=64, min_tokens=128, ttl_s=5)
+    assert specs["deepseek"].anthropic_cache == CachePolicy(block_tokens=1, min_tokens=1024, ttl_s=60)
+    assert specs["dashscope"].cache_policy is None
+    assert specs["volcengine"].cache_policy is None  # unset: the vendor's own (none)
+
+
+def test_the_demo_configs_cache_settings_are_the_simulated_vendors_own():
+    """The gateway is told exactly how the simulated vendors cache, so its predictions can be checked against them."""
+    specs = {s.provider: s for s in specs_from_config()}
+    for name, spec in specs.items():
+        assert spec.cache_policy == spec.dialect.cache, name
+    assert specs["deepseek"].anthropic_cache == ANTHROPIC_CACHE

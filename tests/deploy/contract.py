@@ -23,6 +23,8 @@ CONTRACT_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gateway_savings_total": ("counter", ("team", "currency")),
     "gateway_ledger_pending_rows": ("gauge", ()),
     "gateway_price_feed_last_success_timestamp_seconds": ("gauge", ("feed",)),
+    # issue 14 (cache-aware routing): predicted prompt-cache tokens against what vendors reported
+    "gateway_cache_predicted_tokens_total": ("counter", ("provider", "model", "outcome")),
 }
 
 # Labels Prometheus attaches to every scraped series.

@@ -21,7 +21,8 @@ def _fill(metrics: Metrics) -> None:
     """One series or more for every metric, as a gateway that served a little traffic would have."""
     for outcome in ("success", "upstream_error", "client_error"):
         metrics.requests.labels("auto", "deepseek", "deepseek-v2", outcome).inc(3)
-    for direction, tokens, cost in (("input", 1000, 0.001), ("cached_input", 200, 0.00002), ("output", 500, 0.001)):
+    for direction, tokens, cost in (("input", 1000, 0.001), ("cached_input", 200, 0.00002),
+                                    ("cache_write", 300, 0.0003), ("output", 500, 0.001)):
         metrics.tokens.labels("deepseek", "deepseek-v2", "search", direction).inc(tokens)
         metrics.cost.labels("deepseek", "deepseek-v2", "search", direction, "CNY").inc(cost)
     metrics.duration.labels("deepseek", "deepseek-v2").observe(0.3)
@@ -36,6 +37,7 @@ def _fill(metrics: Metrics) -> None:
     metrics.budget_spent.labels("search", "CNY").set(9.5)
     metrics.budget_limit.labels("search", "CNY").set(10)
     metrics.savings.labels("search", "CNY").inc(0.02)
+    metrics.record_cache_prediction("deepseek", "deepseek-v2", 900, 100, 50)
     metrics.ledger_pending.set(2)
     metrics.feed_last_success.labels("https://prices.example.com/feed.json").set_to_current_time()
 
@@ -63,6 +65,8 @@ def test_prometheus_scrapes_the_target_with_the_gateway_labels(prometheus: Prome
     assert target["health"] == "up"
     result = prometheus.query('sum by (team, currency) (gateway_cost_total{direction="output"})')
     assert [(r["metric"], float(r["value"][1])) for r in result] == [({"team": "search", "currency": "CNY"}, 0.001)]
+    written = prometheus.query('sum by (direction) (gateway_tokens_total{direction="cache_write"})')
+    assert [(r["metric"], float(r["value"][1])) for r in written] == [({"direction": "cache_write"}, 300)]
 
 
 def test_every_dashboard_panel_query_returns_data(prometheus: Prometheus) -> None:

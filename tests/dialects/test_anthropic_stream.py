@@ -232,3 +232,11 @@ def test_forced_json_tool_stream_drops_prose_around_the_json() -> None:
               ev({"type": "message_stop"})]
     objs = [orjson.loads(c) for c in chat_chunks(events, "answer")[:-1]]
     assert "".join(o["choices"][0]["delta"].get("content") or "" for o in objs if o["choices"]) == "{}"
+
+
+def test_tool_calls_ended_with_finish_reason_stop_still_stop_for_tool_use() -> None:
+    encoder = MessagesEncoder()
+    chunks = [OPENAI_CHUNKS[3], OPENAI_CHUNKS[4],
+              {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    events = parse_sse(encoder.encode([orjson.dumps(c) for c in chunks] + [b"[DONE]"]))
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"

@@ -163,3 +163,51 @@ def test_every_prefix_then_a_failure_is_a_well_formed_stream(stream: list[bytes]
 
 def test_empty_batch_before_any_chunk_sends_nothing() -> None:
     assert encoder().encode([]) == b""
+
+
+def final_of(stream: list[bytes]) -> dict[str, Any]:
+    events = parse_sse(encoder().encode(stream))
+    check_well_formed(events)
+    return events[-1]["response"]
+
+
+def test_calls_without_an_index_are_told_apart_by_their_ids() -> None:
+    whole = [chunk({"tool_calls": [{"id": "call_a", "type": "function",
+                                    "function": {"name": "f", "arguments": "{\"x\":1}"}}]}),
+             chunk({"tool_calls": [{"id": "call_b", "type": "function",
+                                    "function": {"name": "g", "arguments": "{}"}}]}),
+             chunk(finish="tool_calls"), b"[DONE]"]
+    calls = final_of(whole)["output"]
+    assert [(c["call_id"], c["name"], c["arguments"]) for c in calls] == [("call_a", "f", "{\"x\":1}"),
+                                                                           ("call_b", "g", "{}")]
+
+
+VENDOR_USAGE = [
+    ("moonshot: usage inside choices[0] of the last chunk",
+     [chunk({"content": "hi"}), orjson.dumps({"id": "c", "model": "moonshot-v1-8k", "choices": [
+         {"index": 0, "delta": {}, "finish_reason": "stop",
+          "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}}]}), b"[DONE]"],
+     (11, 0, 2)),
+    ("deepseek: cache hits as prompt_cache_hit_tokens",
+     [chunk({"content": "hi"}), chunk(finish="stop"),
+      chunk(usage={"prompt_tokens": 70, "completion_tokens": 2, "prompt_cache_hit_tokens": 64,
+                   "prompt_cache_miss_tokens": 6}, choices=False), b"[DONE]"],
+     (70, 64, 2)),
+    ("hunyuan: cumulative usage on every chunk, the last one counts",
+     [chunk({"content": "a"}, usage={"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}),
+      chunk({"content": "b"}, usage={"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}),
+      chunk(finish="stop", usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}), b"[DONE]"],
+     (9, 0, 3)),
+    ("no usage at all: usage null", [chunk({"content": "hi"}), chunk(finish="stop"), b"[DONE]"], None),
+]
+
+
+@pytest.mark.parametrize("name,stream,expected", VENDOR_USAGE, ids=[v[0] for v in VENDOR_USAGE])
+def test_vendor_usage_dialects_end_in_the_responses_usage(name: str, stream: list[bytes],
+                                                          expected: tuple[int, int, int] | None) -> None:
+    usage = final_of(stream)["usage"]
+    if expected is None:
+        assert usage is None
+        return
+    assert (usage["input_tokens"], usage["input_tokens_details"]["cached_tokens"], usage["output_tokens"]) == expected
+    assert usage["total_tokens"] == expected[0] + expected[2]

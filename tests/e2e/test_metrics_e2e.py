@@ -50,7 +50,7 @@ ADMIN = {"authorization": "Bearer demo-admin-key"}
 UNKNOWN_MODEL = "no-such-model-e2e-7f3a"  # a client's invented model name: must never become a label value
 USER_TEXT = "user-text-9c1d"  # in every prompt: must never become a label value
 TEAM = "search"
-DIRECTIONS = ("input", "cached_input", "output")
+DIRECTIONS = ("input", "cached_input", "cache_write", "output")
 
 # The feed serves the demo's own price for one deployment: polling it succeeds and changes nothing (no new version),
 # which keeps every cost in this file at the config's prices.
@@ -209,7 +209,8 @@ def assert_bounded_labels(text: str, families: Families, traffic: Traffic, confi
         "provider": providers | {"none"}, "from_provider": providers,
         "model": models | {"none"}, "route": set(config["routes"]) | models | {"unknown"},
         "team": {"default", TEAM}, "currency": {"CNY"}, "direction": set(DIRECTIONS),
-        "outcome": {"success", "upstream_error", "client_error", "no_route", "budget_exceeded", "rate_limited"},
+        "outcome": {"success", "upstream_error", "client_error", "no_route", "budget_exceeded", "rate_limited",
+                    "hit", "miss", "unpredicted"},  # (the last three: gateway_cache_predicted_tokens_total)
         "kind": {"timeout", "connect", "rate_limited", "http_5xx", "account", "http_4xx", "bad_response"},
     }
     allowed["reason"] = allowed["kind"]

@@ -12,11 +12,21 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import GatewayThread, demo_config, ledger_rows
+from gateway.config.load import parse_yaml_text
+from tests.e2e.conftest import DEMO, GatewayThread, demo_config, ledger_rows
 
-# config/demo.yaml: CNY per 1K tokens (cached input defaults to the input price)
-PRICES = {"deepseek-v2": (Decimal("0.001"), Decimal("0.002")), "glm-3-turbo": (Decimal("0.001"), Decimal("0.001")),
-          "doubao-pro-32k": (Decimal("0.0008"), Decimal("0.002"))}
+
+def _demo_prices() -> dict[str, tuple[Decimal, Decimal, Decimal]]:
+    """config/demo.yaml's prices (CNY per 1K tokens) by model: input, cached input (default: input), output."""
+    prices = {}
+    for d in parse_yaml_text(DEMO.read_text())["deployments"]:
+        p = d["price"]
+        assert p["per"] == "1K" and p["currency"] == "CNY"
+        prices[d["model"]] = (Decimal(p["input"]), Decimal(p.get("cached_input", p["input"])), Decimal(p["output"]))
+    return prices
+
+
+PRICES = _demo_prices()
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                "required": ["city"], "additionalProperties": False}, "strict": True}
@@ -24,18 +34,17 @@ WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Curre
 
 def assert_billed_exactly(row: dict[str, Any], usage: Any | None = None) -> None:
     """The row's costs are its tokens at its deployment's prices; its tokens are the ones the client saw."""
-    input_price, output_price = PRICES[row["model"]]
+    input_price, cached_price, output_price = PRICES[row["model"]]
     k = Decimal(1000)
     assert row["status"] == "success" and row["usage_source"] == "provider"
     assert Decimal(str(row["input_cost"])) == Decimal(row["input_tokens"]) * input_price / k
-    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * input_price / k
+    assert Decimal(str(row["cached_input_cost"])) == Decimal(row["cached_input_tokens"]) * cached_price / k
     assert Decimal(str(row["output_cost"])) == Decimal(row["output_tokens"]) * output_price / k
-    expected = (Decimal(row["input_tokens"] + row["cached_input_tokens"]) * input_price
+    expected = (Decimal(row["input_tokens"]) * input_price + Decimal(row["cached_input_tokens"]) * cached_price
                 + Decimal(row["output_tokens"]) * output_price) / k
     assert Decimal(str(row["total_cost"])) == expected
     assert Decimal(str(row["total_cost_reporting"])) == expected  # CNY is the reporting currency
-    if "api" in row:
-        assert row["api"] == "responses"
+    assert row["api"] == "responses"
     if usage is not None:  # Responses input_tokens include cached ones
         assert usage.input_tokens == row["input_tokens"] + row["cached_input_tokens"]
         assert usage.input_tokens_details.cached_tokens == row["cached_input_tokens"]
@@ -159,3 +168,31 @@ def test_failure_after_the_first_byte_ends_with_response_failed(fresh_vendors):
         assert events[-1].response.error is not None and "deepseek" in events[-1].response.error.message
         row = ledger_rows(gw, 1)[0]
         assert row["status"] == "stream_error" and row["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_vendor_failure_before_the_first_byte_falls_back(fresh_vendors, stream):
+    fresh_vendors.control("deepseek", "error_500", count=1)
+    with GatewayThread(demo_config(fresh_vendors)) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        raw = client.responses.with_raw_response.create(model="premium", input="hi", max_output_tokens=100,
+                                                        stream=stream)
+        assert raw.headers["x-gateway-provider"] == "volcengine" and raw.headers["x-gateway-attempts"] == "2"
+        if stream:
+            events = list(raw.parse())
+            assert events[-1].type == "response.completed" and events[-1].response.output_text
+        else:
+            assert raw.parse().output_text
+        row = ledger_rows(gw, 1)[0]
+        assert row["provider"] == "volcengine" and row["attempts"] == 2
+
+
+def test_every_attempt_failing_is_a_502_in_openai_format(fresh_vendors):
+    for provider in ("deepseek", "volcengine"):
+        fresh_vendors.control(provider, "error_500", count=5)
+    with GatewayThread(demo_config(fresh_vendors)) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.responses.create(model="premium", input="hi", max_output_tokens=100)
+        assert info.value.status_code == 502
+        assert info.value.body["code"] == "upstream_unavailable" and "deepseek" in info.value.body["message"]

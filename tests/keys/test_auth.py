@@ -80,3 +80,18 @@ def test_key_hash_secret_setting_keeps_hashes_stable_when_the_admin_key_rotates(
     after = GatewaySettings(admin_key="admin-2", key_hash_secret="hash-secret")
     assert derive_secret(before) == derive_secret(after)
     assert derive_secret(GatewaySettings(admin_key="admin-1")) != derive_secret(GatewaySettings(admin_key="admin-2"))
+
+
+async def test_a_client_key_is_accepted_as_x_api_key_as_the_anthropic_sdks_send_it(sqlite_engine: AsyncEngine) -> None:
+    store = KeyStore(sqlite_engine, SECRET)
+    record, key = await store.create_key("agents")
+    auth = Authenticator(store, require_api_key=True)
+    assert (await auth.authenticate({"x-api-key": key})).key_id == record.id
+    assert (await auth.authenticate({"X-Api-Key": key, "Authorization": "Basic zzz"})).key_id == record.id
+    with pytest.raises(Unauthorized):
+        await auth.authenticate({"x-api-key": "sk-ant-not-a-gateway-key"})
+    with pytest.raises(Unauthorized):
+        await auth.authenticate({"x-api-key": "  "})
+    # a bearer token wins when both are sent
+    with pytest.raises(Unauthorized):
+        await auth.authenticate({"Authorization": "Bearer sk-other", "x-api-key": key})

@@ -57,22 +57,27 @@ async def engine(ledger_url: str) -> AsyncIterator[AsyncEngine]:
 
 def row(request_id: str, started_at: datetime = T0, *, team: str = "t1", key_id: str | None = "k1",
         route: str = "auto", provider: str = "volcengine", model: str = "doubao-pro-32k", price_version: int = 1,
-        tokens: tuple[int, int, int] = (0, 0, 0), costs: tuple[str, str, str] | None = None,
+        tokens: tuple[int, ...] = (0, 0, 0), costs: tuple[str, ...] | None = None,
         baseline: str | None = None, currency: str = "CNY", status: str = "success",
-        replica_id: str = "r1", **extra: Any) -> dict[str, Any]:
-    """A complete ledger row; `costs` are reporting-currency amounts (and, with fx 1, the deployment's)."""
+        replica_id: str = "r1", api: str = "chat", **extra: Any) -> dict[str, Any]:
+    """A complete ledger row; `tokens` are (input, cached_input, output[, cache_write]) and `costs` the same
+    directions' reporting-currency amounts (and, with fx 1, the deployment's)."""
     from gateway.domain import Cost, UnitPrices
 
     cost = None
     if costs is not None:
-        cost = Cost(currency, *(Decimal(c) for c in costs), reporting_currency=currency, fx_rate=Decimal(1),
-                    price_version=price_version, unit_prices=UnitPrices(currency, 1000, *(Decimal(0),) * 3))
+        inp, cached, out, *written = (Decimal(c) for c in costs)
+        cost = Cost(currency, inp, cached, out, reporting_currency=currency, fx_rate=Decimal(1),
+                    price_version=price_version, unit_prices=UnitPrices(currency, 1000, *(Decimal(0),) * 3),
+                    cache_write=written[0] if written else Decimal(0))
+    cache_write_tokens = tokens[3] if len(tokens) > 3 else 0
     values = {
         "request_id": request_id, "started_at": started_at, "finished_at": started_at, "replica_id": replica_id,
         "team": team, "key_id": key_id, "route": route, "provider": provider, "model": model,
         "upstream_model": model, "price_version": price_version, "stream": False,
-        "prompt_tokens_estimate": tokens[0] + tokens[1], "input_tokens": tokens[0],
-        "cached_input_tokens": tokens[1], "output_tokens": tokens[2], "usage_source": "provider",
+        "prompt_tokens_estimate": tokens[0] + tokens[1] + cache_write_tokens, "input_tokens": tokens[0],
+        "cached_input_tokens": tokens[1], "output_tokens": tokens[2], "cache_write_tokens": cache_write_tokens,
+        "usage_source": "provider", "api": api,
         "status": status, "attempts": 1, "latency_ms": 10, "ttft_ms": None, "error_kind": None,
         **cost_columns(cost, None if baseline is None else Decimal(baseline)),
     }

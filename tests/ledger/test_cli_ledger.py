@@ -111,3 +111,14 @@ def test_reprice_recover_and_upgrade(cli: typer.Typer, config_file: str) -> None
     assert "closed 1 in-flight row(s)" in invoke(cli, "ledger", "recover", "--config", config_file)
     assert "closed 0 in-flight row(s)" in invoke(cli, "ledger", "recover", "--config", config_file)
     assert "up to date" in invoke(cli, "db", "upgrade", "--config", config_file)
+
+
+def test_report_groups_by_api_with_the_contracts_csv_header(cli: typer.Typer, config_file: str) -> None:
+    out = invoke(cli, "report", "--from", "2026-11-01", "--to", "2026-12-01", "--group-by", "api", "--format", "csv",
+                 "--config", config_file)
+    assert out.splitlines()[0] == (
+        "api,requests,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,input_cost,"
+        "cached_input_cost,cache_write_cost,output_cost,total_cost,baseline_cost,savings,currency")
+    (line,) = list(csv.DictReader(io.StringIO(out)))  # rows written before any other API: all chat
+    assert (line["api"], line["requests"], line["cache_write_tokens"], line["cache_write_cost"],
+            line["total_cost"]) == ("chat", "11", "0", "0", "0.000196")

@@ -15,15 +15,18 @@ from gateway.ledger.reports import (ReportError, build_report, make_window, mone
                                     to_json, to_table)
 
 WINDOW = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
-HEADER = ("requests,input_tokens,cached_input_tokens,output_tokens,input_cost,cached_input_cost,output_cost,"
-          "total_cost,baseline_cost,savings,currency")
+# Contract section 7, character for character.
+HEADER = ("requests,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,input_cost,cached_input_cost,"
+          "cache_write_cost,output_cost,total_cost,baseline_cost,savings,currency")
 
 
 def partial(keys: tuple[str, ...], version: int, base: bool, inp: str, out: str, baseline: str = "0",
             requests: int = 3, currency: str = "CNY") -> Partial:
-    p = Partial(keys, version, base, currency, requests, 7 * requests, requests, 5 * requests)
+    p = Partial(keys, version, base, currency, requests, 7 * requests, requests, 5 * requests,
+                cache_write_tokens=11 * requests)
     p.money.update(input_cost_reporting=Decimal(inp), output_cost_reporting=Decimal(out),
-                   cached_input_cost_reporting=Decimal("0.0000001"), baseline_cost=Decimal(baseline))
+                   cached_input_cost_reporting=Decimal("0.0000001"), cache_write_cost_reporting=Decimal("0.00000275"),
+                   baseline_cost=Decimal(baseline))
     return p
 
 
@@ -66,7 +69,7 @@ def test_table_total_row_equals_the_sum_of_its_rows_to_the_last_digit() -> None:
         total_cells = lines[-1].split()
         assert total_cells[0] == "TOTAL"
         body = [ln.split() for ln in lines[2:-2]]
-        total_cost_col = 2 + 7  # team, provider, then total_cost is the 8th figure
+        total_cost_col = 2 + 9  # team, provider, then total_cost is the 10th figure
         with localcontext(prec=200):  # Python's default 28 digits would round the check itself
             summed = sum((Decimal(r[total_cost_col]) for r in body), Decimal(0))
         assert Decimal(total_cells[total_cost_col - 1]) == summed  # TOTAL spans the first group column only
@@ -79,7 +82,9 @@ def test_savings_compare_only_rows_with_a_baseline_and_money_is_exact() -> None:
     assert alpha.input_cost == Decimal("0.4234567890123456789")
     assert alpha.baseline_cost == Decimal("1.5")
     assert alpha.savings == Decimal("1.5") - (Decimal("0.1234567890123456789") + Decimal("0.0000001")
-                                              + Decimal("0.000005"))
+                                              + Decimal("0.00000275") + Decimal("0.000005"))
+    assert alpha.cache_write_cost == Decimal("0.0000055")  # two price versions' partials, exactly
+    assert alpha.total_cost == alpha.input_cost + alpha.cached_input_cost + alpha.cache_write_cost + alpha.output_cost
     assert dict(rep.rows)[("beta", "volcengine")].baseline_cost is None
     assert money_str(rep.total.input_cost) == "12345678.4234567890123456799"
 
@@ -106,6 +111,7 @@ def test_window_parsing() -> None:
 
 def test_group_by_parsing() -> None:
     assert parse_group_by("team, provider,model") == ("team", "provider", "model")
+    assert parse_group_by("api,day") == ("api", "day")
     assert parse_group_by("") == ()
     with pytest.raises(ReportError, match="unknown column 'vendor'"):
         parse_group_by("team,vendor")
@@ -118,3 +124,15 @@ def test_money_text_has_no_exponent_or_trailing_zeros() -> None:
     assert money_str(Decimal("1E+3")) == "1000"
     assert money_str(Decimal("0E-18")) == "0"
     assert money_str(None) == ""
+
+
+def test_cache_write_columns_sit_between_cached_input_and_output_in_every_format() -> None:
+    rep = report()
+    row = next(csv.DictReader(io.StringIO(to_csv(rep))))
+    assert (row["cache_write_tokens"], row["cache_write_cost"]) == ("66", "0.0000055")  # 2 x 3 requests x 11
+    doc = json.loads(to_json(rep))
+    assert doc["total"]["cache_write_tokens"] == 11 * 12 and doc["total"]["cache_write_cost"] == "0.000011"
+    header = to_table(rep).splitlines()[0].split()
+    assert header[header.index("cached_input_tokens") + 1] == "cache_write_tokens"
+    assert header[header.index("cached_input_cost") + 1] == "cache_write_cost"
+    assert dict(rep.rows)[("beta", "zhipu")].total_cost == Decimal("0.00000285")  # 0.0000001 + 0.00000275

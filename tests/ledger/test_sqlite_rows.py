@@ -57,10 +57,14 @@ def random_entries(n: int) -> list[LedgerEntry]:
     prices = [Price("CNY", 1000, Decimal("0.0008"), Decimal("0.002"), Decimal("0.0002")),
               Price("USD", 1_000_000, Decimal("2.5"), Decimal("10"), Decimal("1.25")),
               Price("USD", 1_000_000, Decimal("0.1234567891234"), Decimal("0.00000000001"), None),
-              Price("CNY", 1000, Decimal("0"), Decimal("0"), None)]
+              Price("CNY", 1000, Decimal("0"), Decimal("0"), None),
+              Price("USD", 1_000_000, Decimal("3"), Decimal("15"), Decimal("0.3"), cache_write=Decimal("3.75")),
+              Price("CNY", 1000, Decimal("0.001"), Decimal("0.002"), cache_write=Decimal("0"))]
     versions = [PriceVersion(7, t0, "CNY", {"USD": Decimal("7.1234")}, {}),
                 PriceVersion(8, t0, "CNY", {"USD": Decimal("7.123456789012345678")}, {}),
-                PriceVersion(9, t0, "CNY", {"USD": Decimal("1.00")}, {})]  # x * 1.00 is not x digit for digit
+                PriceVersion(9, t0, "CNY", {"USD": Decimal("1.00")}, {}),  # x * 1.00 is not x digit for digit
+                PriceVersion(10, t0, "CNY", {"USD": Decimal("7.1234567890123456789")}, {}),  # 19 decimals
+                PriceVersion(11, t0, "CNY", {"USD": Decimal("1E+1")}, {})]
     out = []
     for i in range(n):
         started = t0 + timedelta(seconds=rnd.randint(0, 10**6), microseconds=rnd.randint(0, 999999))
@@ -69,13 +73,14 @@ def random_entries(n: int) -> list[LedgerEntry]:
         e = LedgerEntry(request_id=f"gw-{i:032x}", started_at=started, team=rnd.choice(["default", "growth"]),
                         key_id=rnd.choice([None, "k1"]), route="auto", provider="p", model="m", upstream_model="um",
                         price_version=rnd.randint(1, 9), replica_id="r1", prompt_tokens_estimate=rnd.randint(0, 9999),
-                        stream=rnd.random() < 0.5)
+                        stream=rnd.random() < 0.5, api=rnd.choice(["chat", "responses", "messages", "embeddings"]))
         shape = rnd.randint(0, 4)
         if shape == 0:
             out.append(e)  # in flight
             continue
         usage = Usage(rnd.randint(0, 10**6), rnd.randint(0, 10**5), rnd.randint(0, 10**5),
-                      source=rnd.choice(["provider", "estimated"]))
+                      source=rnd.choice(["provider", "estimated"]),
+                      cache_write_tokens=rnd.choice([0, 0, rnd.randint(1, 10**5)]))
         cost = (price_usage(usage, rnd.choice(prices), rnd.choice(versions), started) if shape != 1 else None)
         baseline = rnd.choice([None, Decimal("0.5"), Decimal("0.1234567890123456789012"), Decimal("3E+2")])
         out.append(replace(e, status=rnd.choice(["success", "in_flight", "client_disconnected", "upstream_error"]),
@@ -90,6 +95,8 @@ def test_rows_built_straight_from_an_entry_equal_the_column_dict_path() -> None:
     entries = random_entries(3000)
     assert any(e.cost is not None and len(money_text(e.cost.total_reporting).partition(".")[2]) > 18
                for e in entries), "the sample must hold costs stored beyond 18 decimals"
+    assert any(e.cost is not None and e.cost.cache_write and e.cost.fx_rate != 1 for e in entries)
+    assert any(e.cost is not None and not e.cost.cache_write and len(str(e.cost.fx_rate)) > 20 for e in entries)
     for e in entries:
         values = entry_values(e, now)
         assert insert_row(e, now) == sqlite_params(values, INSERT_CONV), e

@@ -125,13 +125,13 @@ async def test_sqlite_fast_path_stores_exactly_what_sqlalchemy_stores(engine: As
 
     if not ledger_url.startswith("sqlite"):
         return
-    usage = Usage(100, 20, 50)
+    usage = Usage(100, 20, 50, cache_write_tokens=30)
     cost = price_usage(usage, PRICE, VERSION, T0)
     for fast in (True, False):
         writer = SqlLedger(engine, replica_id=f"rep-{fast}", migrate=False, fast_sqlite=fast,
                            clock=lambda: T0 + timedelta(seconds=2, microseconds=5))
         await writer.start()
-        e = replace(entry(f"req-{fast}", f"rep-{fast}"), started_at=T0 + timedelta(microseconds=7))
+        e = replace(entry(f"req-{fast}", f"rep-{fast}"), started_at=T0 + timedelta(microseconds=7), api="responses")
         await writer.open(e)
         await writer.finish(replace(e, status="success", usage=usage, cost=cost,
                                     baseline_cost=Decimal("0.1234567890123456789012"), latency_ms=5), wait=True)
@@ -140,11 +140,14 @@ async def test_sqlite_fast_path_stores_exactly_what_sqlalchemy_stores(engine: As
     try:
         raw = {r[0]: r[1:] for r in conn.execute(
             "SELECT request_id, replica_id, started_at, finished_at, stream, typeof(stream), input_cost, "
-            "total_cost_reporting, fx_rate, baseline_cost, money_scale, usage_source, status FROM ledger")}
+            "total_cost_reporting, fx_rate, baseline_cost, money_scale, usage_source, status, api, "
+            "cache_write_tokens, typeof(cache_write_tokens), cache_write_cost, cache_write_cost_reporting FROM ledger")}
         beats = dict(conn.execute("SELECT replica_id, typeof(heartbeat_at) || heartbeat_at FROM ledger_replicas"))
     finally:
         conn.close()
     fast_row, slow_row = raw["req-True"], raw["req-False"]
     assert fast_row[1:] == slow_row[1:], (fast_row, slow_row)
     assert fast_row[1] == "2026-11-01 00:00:00.000007" and fast_row[8] == "0.123456789012345678901200000"
+    assert fast_row[12:] == ("responses", 30, "integer", "0.000075000000000000",
+                             "0.000532500000000000")  # 30 tokens at 2.5 USD per 1M; x 7.10
     assert beats["rep-True"] == beats["rep-False"]

@@ -53,6 +53,7 @@ PRICES = {
 VERSION = PriceVersion(1, MONTH, "CNY", {"USD": Decimal("7.1234")}, PRICES)
 DEPLOYMENTS = list(PRICES)
 TEAMS = [f"team-{i:02d}" for i in range(20)]
+APIS = ("chat", "chat", "responses", "messages", "embeddings")
 
 
 def entry(i: int, replica: str) -> LedgerEntry:
@@ -138,6 +139,7 @@ def month_rows(n: int, chunk: int = 50_000):  # type: ignore[no-untyped-def]
             "provider": provider, "model": model, "upstream_model": model, "price_version": 1, "stream": True,
             "prompt_tokens_estimate": usage.prompt_tokens, "input_tokens": usage.input_tokens,
             "cached_input_tokens": usage.cached_input_tokens, "output_tokens": usage.output_tokens,
+            "cache_write_tokens": usage.cache_write_tokens, "api": APIS[i % len(APIS)],
             "usage_source": "provider", "status": "success", "attempts": 1, "latency_ms": 300, "ttft_ms": 80,
             "error_kind": None, **cost_columns(cost, base),
         })

@@ -218,12 +218,13 @@ class _Vendor(asyncio.Protocol):
             if len(self.buf) < end + 4 + length:
                 return
             self.buf = self.buf[end + 4 + length:]
-            path = head.split(" ", 2)[1]
-            self.t.write(self.SSE if path.startswith("/sse/") else self.JSON if path.endswith("/chat/completions")
-                         else self.OK)
+            self.t.write(self.answer(head.split(" ", 2)[1]))
+
+    def answer(self, path: str) -> bytes:
+        return self.SSE if path.startswith("/sse/") else self.JSON if path.endswith("/chat/completions") else self.OK
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, protocol: type[asyncio.Protocol] = _Vendor) -> None:
     try:
         import uvloop
 
@@ -232,7 +233,7 @@ def _serve(port: int) -> None:
         pass
 
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Vendor, "127.0.0.1", port, backlog=4096)
+        server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port, backlog=4096)
         async with server:
             await server.serve_forever()
 
