@@ -8,6 +8,7 @@ not keep). A pool with no caching deployment costs one dict lookup: no hashing, 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from gateway.domain import Deployment, DeploymentKey, PriceVersion, Usage
 from gateway.metrics import Metrics
 
 _DEFAULT = CacheSettings()
+_REDIS_BACKOFF_S = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,7 @@ class PrefixCache:
         self.metrics = metrics
         self.clock = clock
         self.trust: dict[DeploymentKey, float] = {}
+        self._redis_down_until = 0.0  # monotonic time until which lookups skip Redis after a failure
         self._rules: dict[tuple[int, int], tuple[Any, PriceVersion, dict[DeploymentKey, Rule]]] = {}
 
     def mode(self, key: DeploymentKey, prices: PriceVersion) -> str:
@@ -83,7 +87,19 @@ class PrefixCache:
         hashes = prefix.hashes
         wanted = [hashes[i] for i in probes]
         store = self.store
-        by_pos = store.found_now(wanted) if isinstance(store, LocalPrefixStore) else await store.found(wanted)
+        if isinstance(store, LocalPrefixStore):
+            by_pos = store.found_now(wanted)
+        else:
+            if self._redis_down_until and time.monotonic() < self._redis_down_until:
+                return None  # Redis failed a moment ago: rank at list prices rather than wait on it again
+            try:
+                by_pos = await store.found(wanted)
+            except Exception:
+                self._redis_down_until = time.monotonic() + _REDIS_BACKOFF_S
+                log.warning("prefix cache lookup in Redis failed; ranking at list prices for %s s", _REDIS_BACKOFF_S,
+                            exc_info=True)
+                return None
+            self._redis_down_until = 0.0
         found = {probes[pos]: e for pos, e in by_pos.items()}
         warm = expected_cache(prefix, found, rules, self.clock()) if found or prefix.marks else {}
         return Lookup(prefix, warm, found, rules)

@@ -8,7 +8,9 @@ never silently dropped. Decisions on the fields that map only loosely:
 - `developer` messages become `system` ones: most chat vendors know no `developer` role.
 - `reasoning` items from a previous turn (the Agents SDK sends its history back) are dropped: they hold the
   previous vendor's private reasoning, which no chat deployment accepts as input; the turn's text and calls stay.
-- `reasoning.effort` becomes chat `reasoning_effort` (the same knob); `reasoning.summary` is refused (no chat
+- `reasoning.effort` becomes chat `reasoning_effort` and `text.verbosity` chat `verbosity` (the same knobs, which
+  the Agents SDK sets by default for gpt-5 model names): the deployment's vendor honours them or refuses the
+  request (a 400 the client sees), as it would on a chat completion. `reasoning.summary` is refused (no chat
   deployment returns reasoning summaries).
 - `max_output_tokens` becomes `max_tokens`, the name every seed vendor accepts.
 - `store` is accepted and treated as false (nothing is stored); `metadata`, `prompt_cache_key`/`_options`,
@@ -33,7 +35,13 @@ ECHO_DEFAULTS: dict[str, Any] = {
     "temperature": None, "top_p": None, "tool_choice": "auto", "tools": [], "text": {"format": {"type": "text"}},
     "truncation": "disabled", "reasoning": {"effort": None, "summary": None}, "user": None,
 }
-_STATEFUL = ("previous_response_id", "conversation", "prompt", "context_management", "max_tool_calls")
+_STATEFUL = ("previous_response_id", "conversation", "prompt")
+# Fields no chat deployment can honour, with why (refused when set, never dropped).
+_UNHONOURABLE = {
+    "max_tool_calls": "a chat deployment cannot cap the tool calls of one response",
+    "context_management": "server-side context compaction needs stored state",
+    "moderation": "moderation policies cannot be honoured across the gateway's vendors",
+}
 _ACCEPTED_INCLUDES = frozenset({
     "reasoning.encrypted_content", "file_search_call.results", "web_search_call.results",
     "web_search_call.action.sources", "message.input_image.image_url", "computer_call_output.output.image_url",
@@ -44,11 +52,11 @@ _KNOWN = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
     "parallel_tool_calls", "text", "metadata", "user", "stream", "store", "include", "truncation", "reasoning",
     "background", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier",
-    "stream_options", "top_logprobs", "prompt_cache_options", "moderation", "gateway", *_STATEFUL,
+    "stream_options", "top_logprobs", "prompt_cache_options", "gateway", *_STATEFUL, *_UNHONOURABLE,
 })
 _ECHOED = frozenset(ECHO_DEFAULTS)
-_CHECKED = frozenset({*_STATEFUL, "background", "include", "truncation", "service_tier", "top_logprobs", "store",
-                      "metadata", "moderation"})
+_CHECKED = frozenset({*_STATEFUL, *_UNHONOURABLE, "background", "include", "truncation", "service_tier",
+                      "top_logprobs", "store", "metadata"})
 _TEXT_ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 
 
@@ -124,6 +132,9 @@ def to_chat(body: dict[str, Any]) -> Translated:
     effort = _reasoning_effort(body.get("reasoning"))
     if effort is not None:
         chat["reasoning_effort"] = effort
+    text = body.get("text")
+    if isinstance(text, dict) and text.get("verbosity") is not None:
+        chat["verbosity"] = text["verbosity"]  # chat's name for the same knob (see the module's docstring)
     if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the Responses stream always ends with usage
@@ -145,6 +156,9 @@ def _check_rare(body: dict[str, Any]) -> None:
     for key in _STATEFUL:
         if body.get(key) is not None:
             raise unsupported(key, "the gateway is stateless and keeps no responses, conversations or prompts")
+    for key, why in _UNHONOURABLE.items():
+        if body.get(key) is not None:
+            raise unsupported(key, why)
     if body.get("background"):
         raise unsupported("background", "the gateway is stateless; background responses need stored state")
     _check_include(body.get("include"))
@@ -167,8 +181,6 @@ def _check_minor(body: dict[str, Any]) -> None:
         raise unsupported("truncation", "only 'disabled' is supported (the gateway never drops input items)")
     if body.get("service_tier") not in (None, "auto", "default"):
         raise unsupported("service_tier", "only 'auto' and 'default' are supported")
-    if body.get("moderation") is not None:
-        raise unsupported("moderation", "moderation policies cannot be honoured across the gateway's vendors")
     if body.get("top_logprobs"):
         raise unsupported("top_logprobs", "log probabilities cannot be provided across the gateway's vendors")
     store = body.get("store")
@@ -197,8 +209,9 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(text, dict):
         raise _bad("text", "must be an object")
-    if text.get("verbosity") is not None:
-        raise unsupported("text.verbosity", "output verbosity cannot be honoured across the gateway's vendors")
+    verbosity = text.get("verbosity")
+    if verbosity is not None and not isinstance(verbosity, str):
+        raise _bad("text.verbosity", "must be a string")
     fmt = text.get("format")
     if fmt is None:
         return None

@@ -114,15 +114,17 @@ class ResponsesEncoder:
     def fail(self, message: str, kind: str = "") -> bytes:
         """The vendor failed after the first byte (`kind`: the gateway's failure kind): `response.failed`, with
         the partial output."""
-        code = "rate_limit_exceeded" if kind == "rate_limited" else "server_error"  # the API's error codes
         if not self.done:
-            self._start()
-            self.done = True
-            output = [item.snapshot(self.response_id, "incomplete") for item in self.items]
-            response = self._response("failed", output, self._usage_dict(None), None)
-            response["error"] = {"code": code, "message": message}
-            self._emit("response.failed", {"response": response})
+            self._fail(message, "rate_limit_exceeded" if kind == "rate_limited" else "server_error")
         return self._flush()
+
+    def _fail(self, message: str, code: str) -> None:
+        self._start()
+        self.done = True
+        output = [item.snapshot(self.response_id, "incomplete") for item in self.items]
+        response = self._response("failed", output, self._usage_dict(None), None)
+        response["error"] = {"code": code, "message": message}  # code: one of the API's ResponseError codes
+        self._emit("response.failed", {"response": response})
 
     # ---- chunks -> events -------------------------------------------------------------------------------------
 
@@ -135,6 +137,12 @@ class ResponsesEncoder:
         choice = choices[0] if choices and choices.__class__ is list else None  # Responses has one choice
         if choice.__class__ is not dict:
             choice = None
+            if chunk.get("error"):  # an OpenAI-format vendor's in-band error event: the stream failed
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                self._fail(f"upstream error mid-stream: {message if isinstance(message, str) else error}",
+                           "server_error")
+                return
         if chunk.get("usage") is not None or (choice is not None and choice.get("usage") is not None):
             self._usage(chunk)
         if choice is None:

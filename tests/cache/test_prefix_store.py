@@ -52,3 +52,25 @@ async def test_the_local_store_evicts_a_deployments_least_recently_sent_prefix()
     store.remember_now(A, [3], 3.0, 2)  # evicts 2
     assert store.found_now([1, 2, 3]) == {0: {A: 2.0}, 2: {A: 3.0}}
     assert store.entries(A) == 2
+
+
+async def test_a_failing_redis_lookup_ranks_at_list_prices_and_is_not_retried_at_once() -> None:
+    from gateway.cache.prefix import PrefixHasher
+    from gateway.cache.service import PrefixCache
+    from gateway.decisions.prefix_cache import CacheSettings
+    from gateway.tokens import TokenCounter
+    from tests.cache.test_prefix_model import conversation, dep, prices
+
+    class Down:
+        calls = 0
+
+        def pipeline(self, transaction: bool = False) -> Any:
+            Down.calls += 1
+            raise ConnectionError("redis is down")
+
+    cache = PrefixCache({("a", "m"): CacheSettings(ttl_s=300, min_tokens=0)}, PrefixHasher(TokenCounter()),
+                        RedisPrefixStore(Down(), "x:"))
+    pool = [dep(("a", "m"))]
+    assert await cache.lookup(conversation(2), pool, prices()) is None
+    assert await cache.lookup(conversation(3), pool, prices()) is None
+    assert Down.calls == 1  # backed off: the second request did not wait on Redis

@@ -129,36 +129,37 @@ def test_cache_control_endpoint_shows_clears_and_ages_the_cache(v, client, clust
     assert client.get(f"{qianfan_root}/_cache").json() == {"enabled": False}
 
 
-# --- a vendor with its own policy: the per-spec override (short real TTL), caching per upstream model -------
+# --- OpenAI-style vendors: the dialect's own policy, and a per-spec override (a short real TTL) --------------
 
 @pytest.fixture(scope="module")
-def short_ttl() -> Iterator[VendorCluster]:
-    spec = VendorSpec("openai", "/v1", "demo-openai-key",
-                      (ModelSpec("gpt-a", 128_000), ModelSpec("gpt-b", 128_000)), OPENAI,
-                      cache=CachePolicy(block_tokens=128, min_tokens=1024, ttl_s=0.5))
-    with VendorClusterThread([spec]) as c:
+def openai_vendors() -> Iterator[VendorCluster]:
+    models = (ModelSpec("gpt-a", 128_000), ModelSpec("gpt-b", 128_000))
+    specs = [VendorSpec("openai", "/v1", "demo-openai-key", models, OPENAI),
+             VendorSpec("short-ttl", "/v1", "demo-openai-key", models, OPENAI,
+                        cache=CachePolicy(block_tokens=128, min_tokens=1024, ttl_s=0.5))]
+    with VendorClusterThread(specs) as c:
         yield c
 
 
-def _openai(cluster: VendorCluster, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    r = httpx.post(f"{cluster.urls['openai']}/chat/completions", json={"model": model, "messages": messages},
+def _openai(cluster: VendorCluster, model: str, messages: list[dict[str, Any]], vendor: str = "openai") -> dict[str, Any]:
+    r = httpx.post(f"{cluster.urls[vendor]}/chat/completions", json={"model": model, "messages": messages},
                    headers={"Authorization": "Bearer demo-openai-key"}, timeout=5)
     return r.json()["usage"]
 
 
-def test_openai_style_cache_starts_at_1024_tokens_in_128_token_steps_per_model(short_ttl):
+def test_openai_style_cache_starts_at_1024_tokens_in_128_token_steps_per_model(openai_vendors):
     long_history = conversation(2, system=SYSTEM * 3)
-    assert _openai(short_ttl, "gpt-a", long_history)["prompt_tokens_details"]["cached_tokens"] == 0
-    assert _openai(short_ttl, "gpt-b", long_history)["prompt_tokens_details"]["cached_tokens"] == 0  # per model
-    cached = _openai(short_ttl, "gpt-a", long_history)["prompt_tokens_details"]["cached_tokens"]
+    assert _openai(openai_vendors, "gpt-a", long_history)["prompt_tokens_details"]["cached_tokens"] == 0
+    assert _openai(openai_vendors, "gpt-b", long_history)["prompt_tokens_details"]["cached_tokens"] == 0  # per model
+    cached = _openai(openai_vendors, "gpt-a", long_history)["prompt_tokens_details"]["cached_tokens"]
     assert cached >= 1024 and cached % 128 == 0
     short = conversation(2)  # ~500 tokens: below 1,024, never cached
-    _openai(short_ttl, "gpt-a", short)
-    assert _openai(short_ttl, "gpt-a", short)["prompt_tokens_details"]["cached_tokens"] == 0
+    _openai(openai_vendors, "gpt-a", short)
+    assert _openai(openai_vendors, "gpt-a", short)["prompt_tokens_details"]["cached_tokens"] == 0
 
 
-def test_a_spec_ttl_override_expires_entries_in_real_time(short_ttl):
+def test_a_spec_ttl_override_expires_entries_in_real_time(openai_vendors):
     history = conversation(2, system=SYSTEM * 3)
-    _openai(short_ttl, "gpt-b", history)
-    time.sleep(0.7)
-    assert _openai(short_ttl, "gpt-b", history)["prompt_tokens_details"]["cached_tokens"] == 0
+    _openai(openai_vendors, "gpt-b", history, vendor="short-ttl")
+    time.sleep(0.7)  # longer than the 0.5 s TTL however slow the machine: only more time can pass
+    assert _openai(openai_vendors, "gpt-b", history, vendor="short-ttl")["prompt_tokens_details"]["cached_tokens"] == 0

@@ -211,3 +211,14 @@ def test_vendor_usage_dialects_end_in_the_responses_usage(name: str, stream: lis
         return
     assert (usage["input_tokens"], usage["input_tokens_details"]["cached_tokens"], usage["output_tokens"]) == expected
     assert usage["total_tokens"] == expected[0] + expected[2]
+
+
+def test_a_vendors_in_band_error_event_ends_the_stream_with_response_failed() -> None:
+    enc = encoder()
+    events = parse_sse(enc.encode([chunk({"content": "Hel"}),
+                                   orjson.dumps({"error": {"message": "model overloaded", "type": "server_error"}}),
+                                   chunk({"content": "lo"}), b"[DONE]"]))
+    check_well_formed(events)
+    assert events[-1]["type"] == "response.failed" and enc.done
+    assert "model overloaded" in events[-1]["response"]["error"]["message"]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hel"  # nothing after the error

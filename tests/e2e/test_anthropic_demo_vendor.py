@@ -52,7 +52,9 @@ def test_messages_pass_through_to_the_simulated_deepseek_anthropic_endpoint(gw):
     assert usages[0].cache_creation_input_tokens and usages[1].cache_read_input_tokens  # both directions billed
     rows = ledger_rows(gw, 2)
     assert [D(r["total_cost_reporting"]) for r in rows] == rows_costs
-    assert all(r["provider"] == "deepseek-anthropic" for r in rows)
+    assert all(r["provider"] == "deepseek-anthropic" and r["api"] == "messages" for r in rows)
+    assert [r["cache_write_tokens"] for r in rows] == [u.cache_creation_input_tokens or 0 for u in usages]
+    assert [r["cached_input_tokens"] for r in rows] == [u.cache_read_input_tokens or 0 for u in usages]
 
 
 def test_messages_stream_pass_through_to_the_simulated_endpoint_is_billed_from_its_events(gw):

@@ -18,11 +18,12 @@ from tests.e2e.conftest import GatewayThread, demo_config, ledger_rows
 
 D = Decimal
 FX = D("7.10")
-# The anthropic-style deployment's price: USD per 1M (cache writes at the input price, the default).
-ANTHRO = {"input": D("3"), "cached_input": D("0.3"), "cache_write": D("3"), "output": D("15")}
+# The anthropic-style deployment's price: USD per 1M (Anthropic's: cache reads 0.1x, 5-minute writes 1.25x input).
+ANTHRO = {"input": D("3"), "cached_input": D("0.3"), "cache_write": D("3.75"), "output": D("15")}
 VENDOR_KEY = "vendor-anthropic-key"
-# 21 x 3 + 128 x 0.3 + 64 x 3 + 9 x 15 = 428.4 USD per 1M tokens -> 0.0004284 USD x 7.10 = 0.00304164 CNY
-NATIVE_COST = D("0.00304164")
+# 21 x 3 + 128 x 0.3 + 64 x 3.75 + 9 x 15 = 476.4 USD per 1M tokens -> 0.0004764 USD x 7.10 = 0.00338244 CNY
+NATIVE_COST = D("0.00338244")
+CACHE_WRITE_COST = D("0.001704")  # 64 x 3.75 / 1M x 7.10
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def gw(fresh_vendors: Any, anthro: AnthropicVendorThread) -> Iterator[GatewayThr
              "context_window": "200K", "max_output_tokens": 8192, "quality": 90,
              "capabilities": ["tools", "json_mode", "vision"],
              "price": {"currency": "USD", "per": "1M", "input": D("3"), "output": D("15"),
-                       "cached_input": D("0.3")}},
+                       "cached_input": D("0.3"), "cache_write": D("3.75")}},
             # The same name at an OpenAI-format vendor, dearer: the fallback for the anthropic-style one.
             {"provider": "deepseek", "model": "claude-sonnet", "upstream_model": "deepseek-chat",
              "context_window": "32K", "max_output_tokens": 4096, "quality": 86, "capabilities": ["tools", "json_mode"],
@@ -73,9 +74,11 @@ def only_row(gw: GatewayThread) -> dict[str, Any]:
     return rows[0]
 
 
-def assert_native_row(row: dict[str, Any], output_tokens: int = USAGE["output_tokens"]) -> None:
-    assert (row["provider"], row["upstream_model"]) == ("anthro", "claude-sonnet-4-5")
-    assert (row["input_tokens"], row["cached_input_tokens"], row["output_tokens"]) == (21, 128, output_tokens)
+def assert_native_row(row: dict[str, Any], output_tokens: int = USAGE["output_tokens"], api: str = "messages") -> None:
+    assert (row["provider"], row["upstream_model"], row["api"]) == ("anthro", "claude-sonnet-4-5", api)
+    assert (row["input_tokens"], row["cached_input_tokens"], row["cache_write_tokens"], row["output_tokens"]) == \
+        (21, 128, 64, output_tokens)
+    assert D(row["cache_write_cost_reporting"]) == CACHE_WRITE_COST
     assert row["usage_source"] == "provider"
 
 
@@ -153,6 +156,7 @@ def test_messages_create_translated_for_an_openai_format_deployment(client, gw, 
                                 {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]
     assert sent["model"] == "deepseek-chat" and sent["stop"] == ["END"] and sent["max_tokens"] == 16
     row = only_row(gw)
+    assert row["api"] == "messages"
     assert (row["input_tokens"], row["output_tokens"]) == (message.usage.input_tokens, message.usage.output_tokens)
     expected = deepseek_cost(message.usage.input_tokens, message.usage.output_tokens, "0.001", "0.002")
     assert D(row["total_cost_reporting"]) == expected == D(raw.headers["x-gateway-cost"])
@@ -201,7 +205,7 @@ def test_chat_completion_translated_for_an_anthropic_deployment_bills_cache_toke
                                        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
     assert raw.headers["x-gateway-cost"] == str(NATIVE_COST)
     row = only_row(gw)
-    assert_native_row(row)
+    assert_native_row(row, api="chat")
     assert D(row["total_cost_reporting"]) == NATIVE_COST
 
 
@@ -214,7 +218,7 @@ def test_chat_stream_translated_from_an_anthropic_vendor_has_the_final_usage(gw,
     usage = [c.usage for c in chunks if c.usage is not None]
     assert len(usage) == 1 and usage[0].prompt_tokens == 213 and usage[0].completion_tokens == 9
     row = only_row(gw)
-    assert_native_row(row)
+    assert_native_row(row, api="chat")
     assert D(row["total_cost_reporting"]) == NATIVE_COST
 
 
@@ -242,7 +246,7 @@ def test_overloaded_anthropic_deployment_falls_back_to_an_openai_format_one(clie
     assert len(anthro.state.bodies) == 1 and fresh_vendors.stats("deepseek")["requests"] == 1
     assert message.content[0].text
     row = only_row(gw)
-    assert (row["provider"], row["attempts"], row["status"]) == ("deepseek", 2, "success")
+    assert (row["provider"], row["attempts"], row["status"], row["api"]) == ("deepseek", 2, "success", "messages")
     assert D(row["total_cost_reporting"]) == deepseek_cost(message.usage.input_tokens, message.usage.output_tokens,
                                                            "1", "2")
 

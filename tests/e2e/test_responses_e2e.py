@@ -4,10 +4,13 @@ billed exactly: the ledger row's costs are the row's tokens at the deployment's 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from pydantic import BaseModel
@@ -196,3 +199,15 @@ def test_every_attempt_failing_is_a_502_in_openai_format(fresh_vendors):
             client.responses.create(model="premium", input="hi", max_output_tokens=100)
         assert info.value.status_code == 502
         assert info.value.body["code"] == "upstream_unavailable" and "deepseek" in info.value.body["message"]
+
+
+def test_finance_report_groups_responses_apart_from_chat(client, gateway):
+    client.responses.create(model="auto", input="hello", max_output_tokens=100)
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=100)
+    rows = ledger_rows(gateway, 2)
+    url = f"{gateway.url}/admin/reports/spend?from=2000-01-01&to=2100-01-01&group_by=api&format=csv"
+    text = httpx.get(url, headers={"Authorization": "Bearer demo-admin-key"}).text
+    report = {r["api"]: r for r in csv.DictReader(io.StringIO(text))}
+    row = next(r for r in rows if r["api"] == "responses")
+    assert report["responses"]["requests"] == "1" and report["chat"]["requests"] == "1"
+    assert Decimal(report["responses"]["total_cost"]) == Decimal(str(row["total_cost_reporting"]))

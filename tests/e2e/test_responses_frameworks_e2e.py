@@ -12,7 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.e2e.conftest import GatewayThread, ledger_rows
+from tests.e2e.conftest import GatewayThread, demo_config, ledger_rows
 from tests.e2e.test_responses_e2e import assert_billed_exactly
 
 
@@ -111,3 +111,37 @@ def test_langchain_structured_output_over_the_responses_api(gateway, fresh_vendo
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["name"] == "City"
     assert_billed_exactly(ledger_rows(gateway, 1)[0])
+
+
+def test_agents_sdk_default_model_and_settings_through_a_route_of_that_name(fresh_vendors):
+    """An agent with no model at all: the SDK's default model name (a gpt-5 one, whose default settings add
+    reasoning.effort and text.verbosity) served by a gateway route of that name."""
+    from agents import Agent, Runner, set_default_openai_client, set_tracing_disabled
+    from agents.models import _openai_shared
+    from agents.models.default_models import get_default_model, get_default_model_settings
+
+    default_model = get_default_model()
+    assert get_default_model_settings().verbosity is not None  # the defaults this test is about
+
+    def edit(data):
+        data["routes"][default_model] = {"min_quality": 86}  # deepseek-v2 alone
+
+    previous = _openai_shared.get_default_openai_client()
+    with GatewayThread(demo_config(fresh_vendors, edit)) as gw:
+        set_tracing_disabled(True)
+        set_default_openai_client(openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0),
+                                  use_for_tracing=False)
+        try:
+            calls: list[str] = []
+            agent = weather_agent(calls)
+            agent = Agent(name=agent.name, instructions=agent.instructions, tools=agent.tools)  # model: default
+            result = asyncio.run(Runner.run(agent, "What is the weather in Oslo?"))
+        finally:
+            _openai_shared._default_openai_client = previous
+        assert calls == ["Oslo"] and "22 C and sunny in Oslo" in result.final_output
+        sent = fresh_vendors.stats("deepseek")["last_body"]
+        assert sent["verbosity"] == get_default_model_settings().verbosity
+        rows = ledger_rows(gw, 2)
+        assert [r["route"] for r in rows] == [default_model, default_model]
+        for row in rows:
+            assert_billed_exactly(row)

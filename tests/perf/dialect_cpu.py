@@ -13,6 +13,7 @@ Scenarios:
     messages -> anthropic   a Messages request passed through (target: <= 1.1x chat)
     messages -> openai      a Messages request translated both ways (target: <= 1.3x chat)
     chat -> anthropic       a chat request to an Anthropic-format vendor (translated on the vendor side)
+    responses -> openai     a Responses request translated both ways (target: <= 1.3x chat)
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _request(api: str, model: str, stream: bool) -> tuple[str, bytes]:
                                 "messages": [{"role": "system", "content": "You are terse."},
                                              {"role": "user", "content": PROMPT}]}
         return "/v1/chat/completions", orjson.dumps(body)
+    if api == "responses":
+        body = {"model": model, "max_output_tokens": 100, "stream": stream, "instructions": "You are terse.",
+                "input": PROMPT}
+        return "/v1/responses", orjson.dumps(body)
     body = {"model": model, "max_tokens": 100, "stream": stream, "system": "You are terse.",
             "messages": [{"role": "user", "content": PROMPT}]}
     return "/v1/messages", orjson.dumps(body)
@@ -130,7 +135,8 @@ async def _call(app: Any, path: str, body: bytes) -> int:
     return status
 
 
-SCENARIOS = [("chat", "to-openai"), ("messages", "to-anthropic"), ("messages", "to-openai"), ("chat", "to-anthropic")]
+SCENARIOS = [("chat", "to-openai"), ("messages", "to-anthropic"), ("messages", "to-openai"), ("chat", "to-anthropic"),
+             ("responses", "to-openai")]
 
 
 async def _bench(port: int, stream: bool, requests: int, rounds: int) -> dict[str, tuple[float, float]]:
@@ -145,8 +151,9 @@ async def _bench(port: int, stream: bool, requests: int, rounds: int) -> dict[st
             for _ in range(200):  # warm: connections, caches
                 assert await _call(app, path, body) == 200
         best = {s: (float("inf"), float("inf")) for s in SCENARIOS}
-        for _ in range(rounds):  # interleaved, so a burst of load elsewhere hits every scenario alike
-            for api, model in SCENARIOS:
+        for r in range(rounds):  # interleaved and rotated, so load elsewhere (and the ledger writer's work left
+            # over from the scenario before) falls on every scenario alike
+            for api, model in SCENARIOS[r % len(SCENARIOS):] + SCENARIOS[: r % len(SCENARIOS)]:
                 path, body = _request(api, model, stream)
                 u0 = resource.getrusage(resource.RUSAGE_SELF)
                 for _ in range(requests):
@@ -171,12 +178,15 @@ def pieces(repeat: int = 2000) -> dict[str, float]:
     from gateway.dialects.anthropic_stream import ChunksFromEvents, MessagesEncoder, NativeStream
     from gateway.dialects.base import EncodedStream
     from gateway.dialects.chat import ChatStream
+    from gateway.dialects.responses import to_chat
+    from gateway.dialects.responses_stream import ResponsesEncoder
     from gateway.providers.sse import SSESplitter
     from gateway.tokens import TokenCounter
 
     counter, headers = TokenCounter(), Headers(raw=[(b"content-type", b"application/json")])
     chat_events = SSESplitter().feed(sse_body())
     anthropic_events = SSESplitter().feed(message_sse())
+    echo = to_chat({"model": "to-openai", "input": PROMPT}).echo
 
     def timed(fn: Any) -> float:
         best = float("inf")
@@ -188,7 +198,7 @@ def pieces(repeat: int = 2000) -> dict[str, float]:
         return best * 1e6
 
     out = {}
-    for api, model in (("chat", "to-openai"), ("messages", "to-anthropic")):
+    for api, model in (("chat", "to-openai"), ("messages", "to-anthropic"), ("responses", "to-openai")):
         _, body = _request(api, model, False)
         dialect = DIALECTS[api]
         out[f"parse {api}"] = timed(lambda: dialect.parse(body, headers, counter, 256))
@@ -196,6 +206,8 @@ def pieces(repeat: int = 2000) -> dict[str, float]:
     out["stream messages -> anthropic (NativeStream)"] = timed(lambda: NativeStream().relay(anthropic_events))
     out["stream messages -> openai (MessagesEncoder)"] = timed(
         lambda: EncodedStream(MessagesEncoder()).relay(chat_events))
+    out["stream responses -> openai (ResponsesEncoder)"] = timed(
+        lambda: EncodedStream(ResponsesEncoder(echo, "resp_" + "0" * 48, "bench-model")).relay(chat_events))
     out["stream chat -> anthropic (ChunksFromEvents + ChatStream)"] = timed(
         lambda: ChatStream(True).relay(ChunksFromEvents().feed_batch(anthropic_events)))
     return out

@@ -29,6 +29,7 @@ from gateway.domain import Deployment
 from gateway.ledger.base import MemoryLedger
 from gateway.pipeline import Pipeline
 from gateway.providers.base import JSONResult
+from gateway.server import tune_gc
 from tests.perf.standin import chat_completion_body, sse_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +119,7 @@ async def measure(requests: int, rounds: int) -> list[dict[str, Any]]:
     vendor = CannedVendor()
     services = await build_services(config, ledger=MemoryLedger(), providers={p: vendor for p in config.providers})
     pipeline = Pipeline(services)
+    tune_gc()  # as `gateway serve` does once started
     headers = Headers(raw=[(b"content-type", b"application/json")])
     results = []
     try:
