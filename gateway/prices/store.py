@@ -101,7 +101,7 @@ class PriceStore:
         self._book: PriceBook | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[], object]] = []
         self.subscribed = asyncio.Event()  # set once the Redis subscription is live (tests wait on it)
 
     # ------------------------------------------------------------------------------------------- reading
@@ -111,7 +111,7 @@ class PriceStore:
             raise RuntimeError("PriceStore.start() has not run")
         return self._book
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
+    def add_listener(self, callback: Callable[[], object]) -> None:
         """Called (synchronously, on the event loop) after new versions were added to the book."""
         self._listeners.append(callback)
 
