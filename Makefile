@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench bench-cost bench-cache lint clean
+.PHONY: venv run test bench bench-replica bench-cost bench-cache lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
+
+# The replica path (PostgreSQL ledger, Redis, required key with budget and rpm/tpm) beside the embedded one, alone
+# (issue 16); `make bench` runs it too.
+bench-replica: $(STAMP)
+	$(BIN)/python -m tests.perf.run --replica-only
 
 # What cache-aware routing saves (the README's table) and what it costs in CPU (issue 14).
 bench-cost: $(STAMP)
