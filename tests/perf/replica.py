@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.perf.harness import PY, ROOT, BenchError, Figures, Plan, Proxy, log, measure_interleaved, wrk
+from tests.perf.harness import (PY, ROOT, BenchError, Figures, Plan, Proxy, cpu_seconds, log, measure_interleaved,
+                                wrk)
 from tests.perf.proxies import chat_body, gateway_cmd, gateway_env, gateway_proxy
 from tests.perf.standin import free_port
 
@@ -201,26 +202,56 @@ def _strace_window(pid: int, seconds: float, load: Any | None) -> tuple[collecti
     return calls, writes
 
 
-def round_trips(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body: Path, work: Path,
-                seconds: int = 4) -> dict[str, Any]:
-    """Per request of the replica path at c1: system calls, writes to PostgreSQL and to Redis (round trips), and
-    committed transactions in the bench database; each minus an idle window of the same length."""
-    if shutil.which("strace") is None:
-        return {"note": "strace not installed (apt-get install strace): system calls and round trips not counted"}
-    proxy = backends.proxy(standin_port, work)
+def _monitor(seconds_hint: float) -> tuple[subprocess.Popen[bytes], Path]:
+    out = Path(f"/tmp/gw-bench-monitor-{os.getpid()}-{time.monotonic_ns()}.txt")
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise FileNotFoundError("redis-cli")
+    proc = subprocess.Popen([cli, "-h", REDIS_HOST, "-p", str(REDIS_PORT), "monitor"], stdout=open(out, "wb"),
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, out
+
+
+_MON = re.compile(r'^\S+ \[(\d+) ([^\]]+)\] "([^"]+)"(.*)$')
+
+
+def _redis_commands(path: Path, prefix: str) -> collections.Counter[str]:
+    """What the bench's clients sent to its Redis database (MONITOR lines), by command and key shape; Lua's own
+    calls (`[db lua]`) are not round trips and are left out."""
+    out: collections.Counter[str] = collections.Counter()
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = _MON.match(line)
+            if m is None or int(m.group(1)) != REDIS_DB or m.group(2) == "lua":
+                continue
+            args = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(4))
+            key = next((a for a in args if a.startswith(prefix)), "")
+            shape = re.sub(r"gw-[0-9a-f]{32}", "<request>", key[len(prefix):])
+            shape = re.sub(r":[0-9a-f]{12,}", ":<id>", shape)
+            out[f"{m.group(3).upper()} {shape}".strip()] += 1
+    return out
+
+
+def _count(proxy: Proxy, wrk_bin: str, body: Path, seconds: int, monitor_prefix: str | None,
+           commits: Any | None) -> dict[str, Any]:
+    """Per request at c1: system calls (all threads), writes per remote port, Redis commands, PostgreSQL commits;
+    each minus an idle window of the same length."""
     url = f"http://127.0.0.1:{proxy.port}/v1/chat/completions"
     with proxy:
-        wrk(wrk_bin, url, body, 8, 2, "replica warm-up", proxy.bearer)
+        wrk(wrk_bin, url, body, 8, 2, f"{proxy.name} warm-up", proxy.bearer)
         peers = _socket_peers(proxy.pid)
-        c0 = backends.commits()
+        c0 = commits() if commits else 0
         idle, idle_w = _strace_window(proxy.pid, seconds + 1.0, None)  # +1 s: the loaded window's attach pause
-        c1 = backends.commits()
-        time.sleep(1.5)
-        c1 = backends.commits()
-        busy, busy_w = _strace_window(proxy.pid, 0, lambda: wrk(wrk_bin, url, body, 1, seconds, "replica strace c1",
-                                                                proxy.bearer))
         time.sleep(1.5)  # PostgreSQL publishes a backend's counters within a second of its transaction
-        c2 = backends.commits()
+        c1 = commits() if commits else 0
+        mon = _monitor(seconds) if monitor_prefix else None
+        busy, busy_w = _strace_window(proxy.pid, 0, lambda: wrk(wrk_bin, url, body, 1, seconds,
+                                                                f"{proxy.name} strace c1", proxy.bearer))
+        if mon is not None:
+            mon[0].send_signal(signal.SIGINT)
+            mon[0].wait(10)
+        time.sleep(1.5)
+        c2 = commits() if commits else 0
         peers.update(_socket_peers(proxy.pid))
     n = busy["__requests__"]
     per_call = {k: (busy[k] - idle.get(k, 0)) / n for k in busy if k != "__requests__"}
@@ -231,12 +262,65 @@ def round_trips(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body
         i = sum(c for fd, c in idle_w.items() if peers.get(fd) == port)
         return (b - i) / n
 
-    return {"requests": n, "syscalls": per_call, "total_syscalls": sum(per_call.values()),
-            "pg_writes": to(5432), "redis_writes": to(REDIS_PORT),
-            "pg_commits": ((c2 - c1) - (c1 - c0)) / n, "strace_note": "strace slows the process: counts only"}
+    out: dict[str, Any] = {"requests": n, "syscalls": per_call, "total_syscalls": sum(per_call.values()),
+                           "pg_writes": to(5432), "redis_writes": to(REDIS_PORT)}
+    if commits:
+        out["pg_commits"] = ((c2 - c1) - (c1 - c0)) / n
+    if mon is not None and monitor_prefix:
+        cmds = _redis_commands(mon[1], monitor_prefix)
+        mon[1].unlink(missing_ok=True)
+        out["redis_commands"] = {k: v / n for k, v in cmds.most_common() if v / n >= 0.05}
+    return out
 
 
-def replica_bench(stand_port: int, wrk_bin: str, work: Path, plan: Plan, *, strace: bool = True) -> dict[str, Any]:
+def round_trips(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body: Path, work: Path,
+                seconds: int = 4) -> dict[str, Any]:
+    """Per request at c1, embedded and replica path: system calls, writes to PostgreSQL and to Redis (round trips),
+    the Redis commands (MONITOR; not round trips: a pipeline is one), committed transactions in the bench
+    database. strace slows the process down: these are counts, not times."""
+    if shutil.which("strace") is None:
+        return {"note": "strace not installed (apt-get install strace): system calls and round trips not counted"}
+    embedded = gateway_proxy(standin_port, False, work)
+    embedded.name = "embedded"
+    return {"embedded": _count(embedded, wrk_bin, body, seconds, None, None),
+            "replica": _count(backends.proxy(standin_port, work), wrk_bin, body, seconds, backends.prefix,
+                              backends.commits)}
+
+
+def stage_profile(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body: Path, work: Path,
+                  seconds: int = 6) -> dict[str, Any]:
+    """CPU per request of each awaited stage (serving thread, tests/perf/proposals/serve_patched.py `stages`), at
+    concurrency 1 only (warm-up included), embedded and replica path; and the process's whole CPU per request."""
+    import json
+
+    out: dict[str, Any] = {}
+    for name in ("embedded", "replica"):
+        port = free_port()
+        cmd = gateway_cmd(port, "stages")
+        dump = work / f"stages-{name}.json"
+        if name == "replica":
+            cmd[cmd.index("--config") + 1] = str(backends.config)
+            env = {**gateway_env(standin_port, False, work / "unused.db"), "GATEWAY_LEDGER_URL": backends.ledger_url}
+            bearer: str | None = backends.key
+        else:
+            env, bearer = gateway_env(standin_port, False, work / f"stages-{port}.db"), None
+        env["BENCH_STAGES_OUT"] = str(dump)
+        proxy = Proxy(f"{name}+stages", cmd, env, port, "/healthz", work / "stages.log", bearer=bearer)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with proxy:
+            n = wrk(wrk_bin, url, body, 1, 2, f"{name} stages warm-up", bearer)["requests"]
+            before = cpu_seconds(proxy.pid)
+            r = wrk(wrk_bin, url, body, 1, seconds, f"{name} stages c1", bearer)
+            cpu_ms = (cpu_seconds(proxy.pid) - before) * 1000 / r["requests"]
+        data = json.loads(dump.read_text())
+        total = n + r["requests"]
+        out[name] = {"cpu_ms": cpu_ms, "requests": total,
+                     "stages_us": {k: v[0] * 1e6 / total for k, v in data["stages"].items() if v[1]}}
+    return out
+
+
+def replica_bench(stand_port: int, wrk_bin: str, work: Path, plan: Plan, *, strace: bool = True,
+                  stages: bool = False) -> dict[str, Any]:
     body = work / "replica-body.json"
     body.write_bytes(chat_body("auto", False))
     direct_url = f"http://127.0.0.1:{stand_port}/direct/v1/chat/completions"
@@ -251,6 +335,8 @@ def replica_bench(stand_port: int, wrk_bin: str, work: Path, plan: Plan, *, stra
         res["paired"] = paired(runs["replica"], runs["embedded"], direct)
         if strace:
             res["trips"] = round_trips(backends, stand_port, wrk_bin, body, work)
+        if stages:
+            res["stages"] = stage_profile(backends, stand_port, wrk_bin, body, work)
     return res
 
 
@@ -276,16 +362,28 @@ def render_replica(res: dict[str, Any], plan: Plan) -> str:
               f"- replica req/s at c64 vs embedded:       {p['rps_c64']:.2f}x (target >= 0.8x)",
               f"- (replica added p50 at c1 vs embedded:    {p['added_p50_c1']:.2f}x)"]
     t = res.get("trips")
-    if t:
-        if "note" in t:
-            lines += ["", t["note"]]
-        else:
-            lines += ["", f"Replica path per request at c1 ({t['requests']} requests under strace -f, minus an idle "
-                          "window of the same length):",
-                      f"- round trips: PostgreSQL {t['pg_writes']:.2f} (socket writes), Redis {t['redis_writes']:.2f}"
-                      f" (socket writes); PostgreSQL transactions committed: {t['pg_commits']:.2f}",
-                      f"- system calls: {t['total_syscalls']:.1f}: " +
-                      ", ".join(f"{k} {v:.1f}" for k, v in t["syscalls"].items())]
+    if t and "note" in t:
+        lines += ["", t["note"]]
+    elif t:
+        r, e = t["replica"], t["embedded"]
+        lines += ["", f"Per request at c1 under strace -f ({r['requests']} replica, {e['requests']} embedded requests, "
+                      "minus an idle window of the same length; counts, not times):",
+                  f"- round trips (socket writes): PostgreSQL {r['pg_writes']:.2f}, Redis {r['redis_writes']:.2f}; "
+                  f"PostgreSQL transactions committed {r.get('pg_commits', 0):.2f}",
+                  "- Redis commands: " + ", ".join(f"{k} {v:.2f}" for k, v in r.get("redis_commands", {}).items()),
+                  f"- system calls, replica {r['total_syscalls']:.1f}: " +
+                  ", ".join(f"{k} {v:.1f}" for k, v in r["syscalls"].items()),
+                  f"- system calls, embedded {e['total_syscalls']:.1f}: " +
+                  ", ".join(f"{k} {v:.1f}" for k, v in e["syscalls"].items())]
+    st = res.get("stages")
+    if st:
+        lines += ["", "CPU per request by stage at c1 (serving thread, in process; stage wrappers add ~1-2 us each):",
+                  f"{'stage':<34} {'embedded us':>12} {'replica us':>11}"]
+        names = list(dict.fromkeys([*st["replica"]["stages_us"], *st["embedded"]["stages_us"]]))
+        for k in names:
+            lines.append(f"{k:<34} {st['embedded']['stages_us'].get(k, 0):>12.0f} {st['replica']['stages_us'].get(k, 0):>11.0f}")
+        lines.append(f"{'whole process (from /proc)':<34} {st['embedded']['cpu_ms'] * 1000:>12.0f} "
+                     f"{st['replica']['cpu_ms'] * 1000:>11.0f}")
     lines.append(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on "
                  f"{os.cpu_count()} cores)")
     return "\n".join(lines)

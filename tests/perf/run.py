@@ -72,14 +72,15 @@ def proposals(variants: list[str], plan: Plan) -> int:
     return 0
 
 
-def replica_only(plan: Plan, strace: bool) -> int:
+def replica_only(plan: Plan, strace: bool, stages: bool) -> int:
     """The replica path beside the embedded one, alone (issue 16)."""
     nginx, wrk_bin = ensure_tools([])
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     stand: StandIn = NginxStandIn(nginx) if nginx else AsyncioStandIn()
     stand.start()
     try:
-        text = render_replica(replica_bench(stand.port, wrk_bin, work, plan, strace=strace), plan)
+        text = render_replica(replica_bench(stand.port, wrk_bin, work, plan, strace=strace, stages=stages),
+                              plan)
     finally:
         stand.stop()
     print(text)
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the replica path (PostgreSQL, Redis, key with limits) beside the embedded one")
     ap.add_argument("--no-replica", action="store_true", help="skip the replica path")
     ap.add_argument("--no-strace", action="store_true", help="replica path: skip the system-call / round-trip count")
+    ap.add_argument("--stages", action="store_true",
+                    help="replica path: also CPU per request of each stage at c1 (instrumented gateways)")
     ap.add_argument("--routing-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proposals", nargs="+", metavar="PATCHES",
                     help="measure the gateway with in-memory patches (tests/perf/proposals/serve_patched.py), e.g. "
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.proposals:
         return proposals(args.proposals, plan)
     if args.replica_only:
-        return replica_only(plan, not args.no_strace)
+        return replica_only(plan, not args.no_strace, args.stages)
     notes: list[str] = []
     t_start = time.perf_counter()
     nginx, wrk_bin = ensure_tools(notes)
