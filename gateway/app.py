@@ -21,6 +21,7 @@ from gateway.http import admin_keys, admin_prices, admin_reports, messages_route
 from gateway.http.errors import error_response
 from gateway.ledger.base import Ledger
 from gateway.ledger.recovery import stale_after_for
+from gateway.ledger.rollup import Roller
 from gateway.ledger.writer import SqlLedger
 from gateway.limits.wiring import build_limits
 from gateway.metrics import Metrics
@@ -33,6 +34,9 @@ from gateway.providers.registry import build_providers
 from gateway.db import create_engine
 from gateway.services import Services
 from gateway.tokens import TokenCounter
+
+
+ROLLUP_SETTLE_MARGIN_S = 600.0
 
 
 def default_replica_id() -> str:
@@ -84,7 +88,9 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     services.closers.insert(0, ledger.stop)
     feeds = PriceFeeds(config, price_store, metrics)
     gauges = PriceGaugeWatcher(metrics, lambda: price_store.book, services.deployments)
-    for part in (feeds, gauges):
+    # Closed ledger days rolled up for fast reports; a day is closed once no row of it can still be open.
+    roller = Roller(engine, settle_s=stale_after_for(config) + ROLLUP_SETTLE_MARGIN_S)
+    for part in (feeds, gauges, roller):
         await part.start()
         services.closers.insert(0, part.stop)
     return services
@@ -117,6 +123,13 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def console_routers() -> tuple[Any, ...]:
+    """The web console's routes (`/console`), imported here so that Jinja2 loads only with the app."""
+    from gateway.console import routes, routes_manage, routes_prices
+
+    return routes.router, routes_prices.router, routes_manage.router
+
+
 def create_app(config: Config, **overrides: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,8 +142,8 @@ def create_app(config: Config, **overrides: Any) -> FastAPI:
             await stop_services(services)
 
     app = GatewayApp(title="LLM cost gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    for router in (openai_routes.router, messages_routes.router, ops_routes.router, admin_prices.router, admin_keys.router,
-                   admin_reports.router):
+    for router in (openai_routes.router, messages_routes.router, ops_routes.router, admin_prices.router,
+                   admin_keys.router, admin_reports.router, *console_routers()):
         app.include_router(router)
 
     @app.exception_handler(GatewayError)

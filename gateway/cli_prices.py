@@ -18,8 +18,9 @@ from gateway.cli_common import ConfigOpt, load_config_or_exit
 from gateway.config.schema import Config
 from gateway.db import create_engine, upgrade
 from gateway.errors import GatewayError
-from gateway.prices.changes import Diff, apply_import
+from gateway.prices.changes import Diff
 from gateway.prices.formats import FORMATS, parse, price_fields
+from gateway.prices.operations import import_file
 from gateway.prices.store import PriceStore, Published, redis_from_config
 
 prices_app = typer.Typer(help="The live price table: show it, import price files.", no_args_is_help=True)
@@ -126,8 +127,7 @@ def import_prices(
         raise typer.Exit(1) from None
 
     async def work(store: PriceStore) -> Published:
-        return await store.publish(lambda base, at: apply_import(base, parsed, config, at),
-                                   parsed.effective_from, source=f"import:{fmt}:{file.name}", dry_run=dry_run)
+        return await import_file(store, config, parsed, source=f"import:{fmt}:{file.name}", dry_run=dry_run)
 
     try:
         published: Published = asyncio.run(_with_store(config, not dry_run, work))

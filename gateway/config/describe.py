@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from gateway.config.schema import Config
 
+_HEADER = ("provider", "model", "upstream", "mode", "context", "quality", "price")
+_RIGHT = {"context", "quality"}
+
 
 def deployments_table(cfg: Config) -> str:
-    header = f"{'provider':<12}{'model':<22}{'upstream':<30}{'mode':<10}{'context':>10}{'quality':>8}  price"
-    lines = [header, "-" * len(header)]
+    rows = []
     for d in cfg.deployments:
         p = d.price
         price = f"{p.input}/{p.output} {p.currency} per {p.per}"
@@ -19,6 +21,14 @@ def deployments_table(cfg: Config) -> str:
             price += f", {len(p.tiers)} tiers"
         if p.off_peak:
             price += f", {len(p.off_peak)} off-peak windows"
-        lines.append(f"{d.provider:<12}{d.model:<22}{(d.upstream_model or d.model):<30}{d.mode:<10}"
-                     f"{d.context_window:>10}{d.quality:>8}  {price}")
-    return "\n".join(lines)
+        rows.append((d.provider, d.model, d.upstream_model or d.model, d.mode, str(d.context_window),
+                     str(d.quality), price))
+    # Columns as wide as their longest cell, so long provider or model names never run into the next column.
+    widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        parts = [c.rjust(w) if name in _RIGHT else c.ljust(w) for name, c, w in zip(_HEADER, cells, widths)]
+        return "  ".join(parts) + "  " + cells[-1]
+
+    header = line(_HEADER)
+    return "\n".join([header, "-" * len(header), *map(line, rows)])

@@ -45,6 +45,7 @@ class Answer:
     tool_calls: tuple[ToolCall, ...]
     finish: str  # stop, length or tool_calls
     output_tokens: int
+    pieces: tuple[str, ...] = ()  # the content's tokens as generated (streams send them in groups)
 
 
 class BadToolRequest(ValueError):
@@ -147,11 +148,12 @@ def decide(body: dict[str, Any], model: str, call_prefix: str, max_tokens: int |
     text = tool_result_reply(model, messages) or json_answer(body.get("response_format"), model, hint)
     if text is None:
         n_out, finish = textsim.output_tokens(max_tokens)
-        return Answer("".join(textsim.reply_pieces(model, hint, n_out)), (), finish, n_out)
+        reply = textsim.reply_pieces(model, hint, n_out)
+        return Answer("".join(reply), (), finish, n_out, tuple(reply))
     pieces = textsim.token_pieces(text)
     if max_tokens is not None and len(pieces) > max_tokens:
-        return Answer("".join(pieces[:max_tokens]), (), "length", max_tokens)
-    return Answer(text, (), "stop", len(pieces))
+        return Answer("".join(pieces[:max_tokens]), (), "length", max_tokens, tuple(pieces[:max_tokens]))
+    return Answer(text, (), "stop", len(pieces), tuple(pieces))
 
 
 def message(answer: Answer) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def stream_deltas(answer: Answer, max_chunks: int) -> list[tuple[dict[str, Any],
     the arguments in pieces under the same index.
     """
     if not answer.tool_calls:
-        pieces = textsim.token_pieces(answer.content or "")
+        pieces = list(answer.pieces) or textsim.token_pieces(answer.content or "")
         size = max(1, -(-len(pieces) // max_chunks))
         groups = [pieces[i : i + size] for i in range(0, len(pieces), size)]
         out, sent = [], 0

@@ -43,7 +43,7 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-async def _key_view(services: Any, record: KeyRecord) -> dict[str, Any]:
+async def key_view(services: Any, record: KeyRecord) -> dict[str, Any]:
     view = record.public()
     spent = None
     if record.budget is not None:
@@ -53,7 +53,7 @@ async def _key_view(services: Any, record: KeyRecord) -> dict[str, Any]:
     return view
 
 
-async def _team_view(services: Any, record: TeamRecord) -> dict[str, Any]:
+async def team_view(services: Any, record: TeamRecord) -> dict[str, Any]:
     view = record.public()
     spent = None
     if record.budget is not None:
@@ -79,7 +79,7 @@ async def create_key(request: Request) -> JSONResponse:
 @router.get("/keys")
 async def list_keys(request: Request) -> dict[str, Any]:
     services = request.app.state.services
-    return {"data": [await _key_view(services, r) for r in await services.keys.list_keys()]}
+    return {"data": [await key_view(services, r) for r in await services.keys.list_keys()]}
 
 
 @router.delete("/keys/{key_id}")
@@ -94,10 +94,10 @@ async def set_team(team: str, request: Request) -> dict[str, Any]:
     check_team(team)
     budget = budget_from_input(body.get("budget"), body.get("budget_period"))
     services = request.app.state.services
-    return await _team_view(services, await services.keys.set_team(team, budget))
+    return await team_view(services, await services.keys.set_team(team, budget))
 
 
 @router.get("/teams")
 async def list_teams(request: Request) -> dict[str, Any]:
     services = request.app.state.services
-    return {"data": [await _team_view(services, r) for r in await services.keys.list_teams()]}
+    return {"data": [await team_view(services, r) for r in await services.keys.list_teams()]}

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
-from gateway.ledger.queries import GROUP_BY_CHOICES, Partial, Window
+from gateway.ledger.queries import GROUP_BY_CHOICES, Partial, Window, merge
 from gateway.money import EXACT
 from gateway.money import money_str as exact_text
 from gateway.prices.book import PriceBook
@@ -157,6 +157,17 @@ def _partial_line(p: Partial, currency: str, fx_for_version: FxForVersion | None
                 cached, written, out, total, baseline, savings)
 
 
+def regroup(partials: Iterable[Partial], fetched: Sequence[str], wanted: Sequence[str]) -> list[Partial]:
+    """Partials fetched grouped by `fetched`, re-summed (exactly) as if fetched grouped by `wanted` (a subset).
+
+    Partials sharing the new keys, price version and baseline presence are merged before any conversion, so a
+    report built from the result is identical, digit for digit, to one built from `fetch_partials(wanted)`: one
+    query can serve a page's chart and its table.
+    """
+    index = [list(fetched).index(g) for g in wanted]
+    return merge(partials, lambda p: tuple(p.keys[i] for i in index))
+
+
 def build_report(partials: Iterable[Partial], window: Window, group_by: Sequence[str], currency: str,
                  fx_for_version: FxForVersion | None = None) -> Report:
     groups: dict[tuple[str, ...], list[Line]] = {}
@@ -173,7 +184,8 @@ def money_str(amount: Decimal | None) -> str:
     return "" if amount is None else exact_text(amount)
 
 
-def _cells(line: Line, currency: str) -> dict[str, Any]:
+def line_cells(line: Line, currency: str) -> dict[str, Any]:
+    """One report line as its CSV cells (money as exact text, empty where there is no amount)."""
     cells: dict[str, Any] = {}
     for f in fields(Line):
         v = getattr(line, f.name)
@@ -187,14 +199,14 @@ def to_csv(report: Report) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*report.group_by, *COLUMNS])
     for keys, line in report.rows:
-        cells = _cells(line, report.currency)
+        cells = line_cells(line, report.currency)
         w.writerow([*keys, *(cells[c] for c in COLUMNS)])
     return buf.getvalue()
 
 
 def to_json_obj(report: Report) -> dict[str, Any]:
     def obj(line: Line, keys: tuple[str, ...] = ()) -> dict[str, Any]:
-        cells = _cells(line, report.currency)
+        cells = line_cells(line, report.currency)
         for money in ("baseline_cost", "savings"):
             cells[money] = cells[money] or None
         return {**dict(zip(report.group_by, keys)), **cells}
@@ -212,9 +224,9 @@ def to_json(report: Report) -> str:
 
 def to_table(report: Report) -> str:
     header = [*report.group_by, *COLUMNS]
-    body = [[*keys, *(str(_cells(line, report.currency)[c]) for c in COLUMNS)] for keys, line in report.rows]
+    body = [[*keys, *(str(line_cells(line, report.currency)[c]) for c in COLUMNS)] for keys, line in report.rows]
     label = ["TOTAL", *[""] * (len(report.group_by) - 1)] if report.group_by else []
-    total = [*label, *(str(_cells(report.total, report.currency)[c]) for c in COLUMNS)]
+    total = [*label, *(str(line_cells(report.total, report.currency)[c]) for c in COLUMNS)]
     return render_table(header, body, total, numeric_from=len(report.group_by))
 
 
