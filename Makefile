@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench bench-replica bench-cost bench-cache lint clean
+.PHONY: venv run test bench bench-replica bench-cost bench-cache soak lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 # (issue 16); `make bench` runs it too.
 bench-replica: $(STAMP)
 	$(BIN)/python -m tests.perf.run --replica-only
+
+# Ten minutes, two replicas on PostgreSQL and Redis, a Redis blip and a PostgreSQL blip (SOAK_ARGS="--duration 90").
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
 
 # What cache-aware routing saves (the README's table) and what it costs in CPU (issue 14).
 bench-cost: $(STAMP)

@@ -7,6 +7,7 @@ passes through `RequestBooks.close`, so no outcome can skip the ledger or the me
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from gateway.metrics import NO_PROVIDER
 from gateway.services import Identity, Services
 
 ZERO_USAGE = Usage(0, 0, 0, source="provider")
+log = logging.getLogger(__name__)
 
 
 _ID_MASK = (1 << 80) - 1
@@ -58,6 +60,7 @@ class RequestBooks:
     stream: bool
     api: str = "chat"  # the inbound API (chat, responses, messages, embeddings): the ledger row's `api`
     reservation: object | None = None
+    tpm_estimate: int | None = None  # the tokens the rate limiter charged at admission (None: no limit applied)
     entry: LedgerEntry | None = None
     deployment: Deployment | None = None  # the one being tried now
     closed: bool = False
@@ -124,7 +127,18 @@ class RequestBooks:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
         if self.reservation is not None and s.budgets is not None:
             await s.budgets.settle(self.reservation, cost.total_reporting if cost is not None else Decimal(0))
+        if self.tpm_estimate is not None and s.ratelimit is not None:
+            await self._settle_tpm(usage)
         return cost
+
+    async def _settle_tpm(self, usage: Usage | None) -> None:
+        """tpm counts the tokens actually used (contract 4): charge the bucket the difference between what the
+        vendor reported and the admission estimate (a failed request used none, so its estimate is refunded)."""
+        actual = 0 if usage is None else usage.prompt_tokens + usage.output_tokens
+        try:
+            await self.services.ratelimit.adjust(self.identity, self.tpm_estimate, actual)
+        except Exception:  # the answer stands; the bucket refills on its own within the minute
+            log.warning("could not settle tpm for request %s", self.request_id, exc_info=True)
 
 
 def utc_now() -> datetime:

@@ -59,7 +59,7 @@ def route(
     except GatewayError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(decision_table(facts, rank(facts, pool, prices, now), prices))
+    typer.echo(decision_table(facts, rank(facts, pool, prices, now), prices, now))
 
 
 @app.command()

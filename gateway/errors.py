@@ -5,6 +5,7 @@
      +-- ClientError                 the request itself is wrong; never retried
      |    +-- BadRequest             400 invalid_request_error (bad JSON, wrong types, forbidden fields)
      |    +-- BodyTooLarge           413
+ |    +-- HeadersTooLarge        431
      |    +-- ModelNotFound          404 model_not_found
      |    +-- NoEligibleDeployment   400 no_eligible_deployment / context_length_exceeded
      |    +-- Unauthorized           401 (client key or admin key)
@@ -49,6 +50,10 @@ class BadRequest(ClientError):
 
 class BodyTooLarge(ClientError):
     code = "request_too_large"
+
+
+class HeadersTooLarge(ClientError):
+    code = "request_header_fields_too_large"
 
 
 class ModelNotFound(ClientError):

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
-from gateway.decisions.routing import Decision
+from gateway.decisions.pricing import expected_cost, unit_prices
+from gateway.decisions.routing import Decision, Exclusion
 from gateway.domain import PriceVersion, RequestFacts
 from gateway.money import money_str
 
 
-def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion) -> dict[str, Any]:
+def excluded_cost(e: Exclusion, facts: RequestFacts, prices: PriceVersion, now: datetime) -> Decimal | None:
+    """What an excluded deployment would have cost (the contract asks for every candidate's estimate); None when
+    it has no price, or no FX rate for its currency, in this version."""
+    price = prices.prices.get(e.deployment.key)
+    if price is None:
+        return None
+    up = unit_prices(price, facts.prompt_tokens, now)
+    try:
+        fx = prices.fx(up.currency)
+    except KeyError:
+        return None
+    output = facts.expected_output_tokens if facts.mode == "chat" else 0
+    return expected_cost(up, facts.prompt_tokens, output, fx)
+
+
+def _cost_text(cost: Decimal | None) -> str | None:
+    return None if cost is None else money_str(cost)
+
+
+def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion,
+                  now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(timezone.utc)
     return {
         "model": facts.model,
         "prompt_tokens_estimate": facts.prompt_tokens,
@@ -31,13 +55,16 @@ def decision_json(facts: RequestFacts, decision: Decision, prices: PriceVersion)
             for i, c in enumerate(decision.candidates, 1)
         ],
         "excluded": [
-            {"provider": e.deployment.provider, "model": e.deployment.model, "reason": e.reason, "detail": e.detail}
+            {"provider": e.deployment.provider, "model": e.deployment.model, "reason": e.reason, "detail": e.detail,
+             "expected_cost": _cost_text(excluded_cost(e, facts, prices, now))}
             for e in decision.excluded
         ],
     }
 
 
-def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion) -> str:
+def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion,
+                   now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
     lines = [
         f"request: model={facts.model} prompt_tokens~{facts.prompt_tokens} "
         f"expected_output={facts.expected_output_tokens} price_version={prices.version}",
@@ -61,5 +88,7 @@ def decision_table(facts: RequestFacts, decision: Decision, prices: PriceVersion
     if decision.excluded:
         lines.append("excluded:")
         for e in decision.excluded:
-            lines.append(f"  {e.deployment.provider}/{e.deployment.model}: {e.reason}: {e.detail}")
+            cost = _cost_text(excluded_cost(e, facts, prices, now))
+            estimate = f" (expected cost {cost} {prices.reporting_currency})" if cost is not None else " (no price)"
+            lines.append(f"  {e.deployment.provider}/{e.deployment.model}: {e.reason}: {e.detail}{estimate}")
     return "\n".join(lines)

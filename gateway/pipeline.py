@@ -23,7 +23,7 @@ from starlette.responses import Response
 from gateway import errors as E
 from gateway.accounting import RequestBooks, new_request_id, utc_now
 from gateway.cache.service import Lookup
-from gateway.decisions.fallback import BAD_RESPONSE, classify_exception, classify_status
+from gateway.decisions.fallback import BAD_RESPONSE, classify_failure
 from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
 from gateway.dialects import DIALECTS
@@ -133,11 +133,13 @@ class Pipeline:
             # A request no rate limit or budget applies to (no key with limits, no key or team budget) skips them
             # and the worst-case pricing the reservation needs (both would have returned at once).
             rl = self.s.ratelimit
+            tpm_estimate = None
             if rl is not None and _applies(rl, identity):
-                await _shared_state(self.s.ratelimit.check(identity, facts.prompt_tokens + facts.expected_output_tokens),
-                                    request_id)
+                tpm_estimate = facts.prompt_tokens + facts.expected_output_tokens
+                await _shared_state(self.s.ratelimit.check(identity, tpm_estimate), request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
                                  facts.prompt_tokens, parsed.stream, dialect.api)
+            books.tpm_estimate = tpm_estimate
             if lookup is not None:
                 books.on_answer = self._prefix_sent(lookup, prices)
             elif self.s.prefix_cache is not None and facts.mode == "chat":
@@ -255,7 +257,7 @@ class Pipeline:
                     return await self._start_stream(dialect, d, body, parsed, books, n, headers, native)
                 result = await self._call(d, body, parsed.facts.mode, native)
             except UpstreamFailure as f:
-                verdict = classify_status(f.status) if f.status else classify_exception(f.kind)
+                verdict = classify_failure(f.kind, f.status)
                 self.s.metrics.record_upstream_error(d.provider, verdict.kind)
                 if not verdict.retry:
                     await books.close(d, "client_error", "client_error", attempts=n, error_kind=verdict.kind)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import logging
 import os
+import signal
+from typing import Iterator
 
 import uvicorn
 
 from gateway.config.schema import Config
+from gateway.http.errors import error_payload
 from gateway.metrics_multiprocess import prepare_multiprocess_dir
 
 
@@ -17,8 +21,28 @@ def _loop() -> str:
     return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
-def _http() -> str:
-    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+try:  # uvicorn's fastest HTTP protocol when httptools is installed, else h11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency of uvicorn[standard]
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseProtocol  # type: ignore[assignment]
+
+
+class JSONErrorProtocol(_BaseProtocol):
+    """uvicorn's protocol, answering a request it cannot parse (bad request line or headers) with the gateway's
+    OpenAI error body instead of plain text. Module-level, so `--workers N` can pickle the config naming it."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = error_payload(msg, "invalid_request", "invalid_request_error")
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+                 b"\r\nconnection: close\r\n\r\n", body]
+        self.transport.write(b"".join(head))
+        self.transport.close()
+
+
+def _http() -> type[JSONErrorProtocol]:
+    return JSONErrorProtocol
 
 
 def uvicorn_config(config: Config, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
@@ -46,11 +70,24 @@ def tune_gc() -> None:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, tuning the garbage collector once started (`tune_gc`)."""
+    """uvicorn's server, tuning the garbage collector once started (`tune_gc`), and ending a SIGTERM with exit 0.
+
+    On SIGTERM uvicorn already drains: it stops accepting, lets in-flight requests (streams included) finish for
+    `timeout_graceful_shutdown` seconds (cancelling what is left, which the stream relay bills as metered), then
+    runs the lifespan shutdown, where the ledger flushes every row. It then re-raises the signal, so the process
+    would die *by* SIGTERM (status 143) even after a clean drain; an orchestrator's routine stop is a success."""
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         await super().startup(sockets=sockets)
         tune_gc()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(config: Config, *, host: str, port: int, workers: int = 1) -> None:

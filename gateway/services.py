@@ -45,10 +45,12 @@ class Services:
     engine: Any = None  # the ledger database (AsyncEngine), when configured
     price_store: Any = None
     redis: Any = None
+    shared_state: Any = None  # gateway.limits.degrade.SharedState in degrade mode with Redis
     closers: list[Any] = field(default_factory=list)  # async stop() callables, run in order at shutdown
     by_model: dict[str, list[Deployment]] = field(default_factory=dict)
     by_mode: dict[str, list[Deployment]] = field(default_factory=dict)
     baseline: Deployment | None = None
+    price_gauges: Any = None  # gateway.prices.gauges.PriceGaugeWatcher: the price gauges follow the book
     prefix_cache: Any = None  # gateway.cache.service.PrefixCache: expected prompt-cache hits per deployment
     api_styles: dict[str, str] = field(default_factory=dict)  # provider -> its api_style (which wire dialect)
 
@@ -71,5 +73,8 @@ class Services:
         for name in self.config.providers:
             m.provider_healthy.labels(name).set(0 if name in cooling else 1)
         m.ledger_pending.set(self.ledger.pending_rows())
+        if self.price_gauges is not None:  # the version and the prices it holds, together: never one without the other
+            self.price_gauges.check()
+            return
         book = self.price_store.book if self.price_store is not None else self.price_book  # the live book
         m.price_version.set(book.current(utc_now()).version)

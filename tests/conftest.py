@@ -4,15 +4,26 @@ and Redis clients with a key prefix of the test's own (deleted afterwards)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import uuid
 from typing import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import create_engine, upgrade
+
+# Property-based tests keep no example database on disk (a `.hypothesis` directory in the repository), and no
+# per-example deadline: the machine is shared, and a slow example is not a failure.
+settings.register_profile("gateway", database=None, deadline=None)
+settings.load_profile("gateway")
+# Its caches (the Unicode character map takes seconds to build) in one place per machine, out of the work tree.
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "gateway-hypothesis"))
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -189,6 +189,12 @@ class GatewaySettings(_Strict):
     cooldown_s: float = Field(30, ge=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     replica_id: str | None = None  # default: hostname-pid, unique per process
+    # Durable local journal for ledger rows while the ledger database cannot take them (relative to the working
+    # directory, like SQLite paths; created only when first needed).
+    spool_dir: str = "./gateway-spool"
+    # Redis unreachable: degrade = keep serving on each replica's conservative local share of budgets and rate
+    # limits; refuse = 503 state_unavailable before any vendor is called.
+    on_shared_state_unavailable: Literal["degrade", "refuse"] = "degrade"
 
     _currency = field_validator("reporting_currency")(_check_currency)
     _tz = field_validator("reporting_timezone")(_check_tz)

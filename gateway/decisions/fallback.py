@@ -43,3 +43,11 @@ def classify_status(status: int) -> Verdict:
 def classify_exception(kind: str) -> Verdict:
     """For transport failures already named by the provider adapter (timeout, connect, bad_response)."""
     return Verdict(kind, retry=True, provider_fault=True)
+
+
+def classify_failure(kind: str, status: int | None) -> Verdict:
+    """One failed attempt, as the provider adapter reported it. A body that is not what the API promises is
+    `bad_response` whatever its status (a 200 with a non-JSON body is the vendor's fault, not an HTTP 4xx)."""
+    if kind == BAD_RESPONSE or not status:
+        return classify_exception(kind)
+    return classify_status(status)

@@ -27,14 +27,17 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from gateway.domain import UnitPrices
+from gateway.money import EXACT, money_str
 
 BudgetPeriod = Literal["day", "month"]
 PERIODS: tuple[BudgetPeriod, ...] = ("day", "month")
 
-UNITS_PER_CURRENCY = 10**9
-_UNIT = Decimal(1) / UNITS_PER_CURRENCY
-# Lua numbers are IEEE doubles: integers are exact up to 2**53 units (about 9 million currency units per period).
-MAX_EXACT_UNITS = 2**53
+_UNIT_EXPONENT = 9
+UNITS_PER_CURRENCY = 10**_UNIT_EXPONENT
+# Counters hold any integer exactly (Python ints here; decimal strings in the Redis scripts), so a budget's only
+# bounds are sanity and its column: below 10**30 per period, its text at most 64 characters.
+MAX_BUDGET = Decimal(10) ** 30
+_MAX_BUDGET_TEXT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,8 @@ def parse_budget(amount: object, period: object) -> Budget | None:
         raise ValueError(f"budget must be a non-negative amount, got {amount!r}")
     if period not in PERIODS:
         raise ValueError(f"budget_period must be day or month, got {period!r}")
-    if limit_units(value) >= MAX_EXACT_UNITS:
-        raise ValueError(f"budget {value} is too large (at most {Decimal(MAX_EXACT_UNITS - 1) * _UNIT} per period)")
+    if value >= MAX_BUDGET or len(money_str(value)) > _MAX_BUDGET_TEXT:
+        raise ValueError(f"budget must be below {MAX_BUDGET:,f} per period, in at most {_MAX_BUDGET_TEXT} characters")
     return Budget(value, period)  # type: ignore[arg-type]
 
 
@@ -78,16 +81,17 @@ def cost_units(amount: Decimal) -> int:
     """A cost in units, rounded UP (reservations and settlements: never under-count spend)."""
     if amount <= 0:
         return 0
-    return int((amount * UNITS_PER_CURRENCY).to_integral_value(rounding=ROUND_CEILING))
+    # scaleb in the exact context: the default one keeps 28 digits and would round a large amount.
+    return int(EXACT.scaleb(amount, _UNIT_EXPONENT).to_integral_value(rounding=ROUND_CEILING))
 
 
 def limit_units(amount: Decimal) -> int:
     """A budget limit in units, rounded DOWN (never admit more than the budget)."""
-    return int((amount * UNITS_PER_CURRENCY).to_integral_value(rounding=ROUND_FLOOR))
+    return int(EXACT.scaleb(amount, _UNIT_EXPONENT).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def units_to_money(units: int) -> Decimal:
-    return (Decimal(units) * _UNIT).normalize() if units else Decimal(0)
+    return EXACT.normalize(EXACT.scaleb(Decimal(units), -_UNIT_EXPONENT)) if units else Decimal(0)
 
 
 def worst_case_cost(prompt_tokens: int, output_tokens: int, prices: UnitPrices, fx_rate: Decimal) -> Decimal:

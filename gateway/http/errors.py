@@ -42,6 +42,8 @@ def status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]
         return 404, _body(exc.message, "invalid_request_error", exc.code, exc.param), {}
     if isinstance(exc, E.BodyTooLarge):
         return 413, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
+    if isinstance(exc, E.HeadersTooLarge):
+        return 431, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
     if isinstance(exc, E.ClientError):  # BadRequest, NoEligibleDeployment
         return 400, _body(exc.message, "invalid_request_error", exc.code, exc.param), dict(_NO_RETRY)
     # Anything unexpected: never leak its text (it could hold a secret); the request id leads to the log.
@@ -52,6 +54,21 @@ def error_response(exc: Exception, headers: dict[str, str] | None = None) -> Res
     status, body, extra = status_and_body(exc)
     merged = {**(headers or {}), **extra}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=merged)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def http_error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
+                        anthropic: bool = False) -> Response:
+    """The framework's own refusals (no such path: 404; no such method: 405, with its `Allow` header; any other
+    HTTPException) in the same body as everything else (Anthropic's shape on its paths), never `{"detail": ...}`."""
+    if status >= 500:
+        return (anthropic_error_response if anthropic else error_response)(RuntimeError(message), headers)
+    body = anthropic_body(status, message) if anthropic else _body(
+        message, "invalid_request_error", _HTTP_CODES.get(status, "invalid_request"))
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers={**(headers or {}), **_NO_RETRY})
 
 
 def error_payload(message: str, code: str, type_: str = "upstream_error") -> bytes:

@@ -3,8 +3,8 @@
 The inbound POST routes (one per client dialect, gateway.dialects.ROUTES) are also served by `hot_post`, a raw ASGI endpoint that `GatewayApp` (gateway/app.py)
 calls before FastAPI's middleware, routing and dependency machinery (~25 us of CPU per request, measured with
 `make bench`). It answers exactly as the FastAPI routes below would: the same pipeline, the same error bodies
-and headers (a GatewayError through `error_response`, anything else a plain 500 as Starlette's
-ServerErrorMiddleware sends, then re-raised for the server's log). The FastAPI routes stay for the OpenAPI
+and headers (a GatewayError through `error_response`, anything else a 500 `internal_error` in the same format,
+as the app's handler for Starlette's ServerErrorMiddleware sends, then re-raised for the server's log). The FastAPI routes stay for the OpenAPI
 schema and for anything that calls the router directly.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from gateway.dialects import DIALECTS, ROUTES
 from gateway.errors import BodyTooLarge, GatewayError
@@ -104,9 +104,9 @@ async def hot_post(app: Any, api: str, scope: Scope, receive: Receive, send: Sen
         if started:
             raise
         await dialect.error_response(exc)(scope, receive, send)
-    except Exception:
-        if not started:
-            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+    except Exception as exc:
+        if not started:  # the client's error shape (500 internal_error, nothing of the exception's text), then the log
+            await dialect.error_response(exc)(scope, receive, send)
         raise
     finally:
         # The server's cycle holds the scope, so a bound method of it left in the scope is a reference cycle:

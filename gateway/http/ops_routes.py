@@ -107,8 +107,22 @@ async def readyz(request: Request) -> Response:
 
     await asyncio.gather(*(run(name, probe) for name, probe in probes))  # together: one timeout at most
     if not ready:
+        # Degraded, not down: requests are still served while the ledger spools to its journal and, in degrade
+        # mode, while budgets and rate limits run on local shares (contract section 8).
+        degradable = {"ledger": _can_spool(services.ledger),
+                      "redis": services.config.gateway.on_shared_state_unavailable == "degrade"}
+        failed = [name for name, state in checks.items() if state != "ok"]
+        if all(degradable.get(name, False) for name in failed):
+            for name in failed:
+                checks[name] += " (spooling)" if name == "ledger" else " (local limits)"
+            return JSONResponse({"status": "degraded", "checks": checks})
         return JSONResponse({"status": "not ready", "checks": checks}, status_code=503)
     return JSONResponse({"status": "ready", "checks": checks})
+
+
+def _can_spool(ledger: Any) -> bool:
+    can_spool = getattr(ledger, "can_spool", None)
+    return bool(can_spool()) if can_spool is not None else False
 
 
 @router.get("/metrics")

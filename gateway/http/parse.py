@@ -1,6 +1,7 @@
 """Turning a client's request (body + headers) into the facts the router needs and the body to forward.
 
-Only the fields routing needs are read and checked (no pydantic model of whole chat bodies on the hot path).
+Every forwarded field is checked for type and range by `gateway/http/validate.py` (hand-written checks over the
+parsed dict: no pydantic model of whole chat bodies on the hot path); the fields routing needs are read here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import orjson
 
 from gateway.domain import Constraints, Mode, RequestFacts
 from gateway.errors import BadRequest
+from gateway.http.validate import check_chat, check_embedding, check_model
 from gateway.tokens import TokenCounter
 
 # Fields through which a client could steer where a request goes or whose credentials it uses.
@@ -46,15 +48,6 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"'{field}' is not accepted: the gateway chooses the upstream and its credentials",
                          param=field)
     return obj
-
-
-def _int_field(body: Mapping[str, Any], name: str) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
-    return v
 
 
 def _constraint_int(value: Any, name: str) -> int | None:
@@ -149,34 +142,40 @@ def _capabilities(body: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(caps)
 
 
-def _model(body: Mapping[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", param="model")
-    return model
-
-
 def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, default_output: int) -> ParsedRequest:
-    return chat_request(parse_json_body(raw), headers, counter, default_output)
+    body = parse_json_body(raw)
+    check_model(body.get("model"))
+    check_chat(body, raw)  # every forwarded field's type and range (gateway/http/validate.py)
+    return chat_request(body, headers, counter, default_output, checked=True)
 
 
 def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: TokenCounter, default_output: int, *,
-                 api: str = "chat", native: dict[str, Any] | None = None, context: Any = None) -> ParsedRequest:
+                 api: str = "chat", native: dict[str, Any] | None = None, context: Any = None,
+                 checked: bool = False) -> ParsedRequest:
     """A chat-completions body (the client's, or one a dialect translated to) -> the canonical parsed request.
-    Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself."""
-    model = _model(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise BadRequest("'messages' must be a non-empty array of message objects", param="messages")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean", param="stream")
+    Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself. `checked`: the
+    client's own chat body, already through `check_chat`; a translated one gets the basic checks here."""
+    if checked:
+        model = body["model"]
+    else:
+        model = check_model(body.get("model"))
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("'messages' must be a non-empty array of message objects", param="messages")
+        for name in ("max_completion_tokens", "max_tokens"):
+            v = body.get(name)
+            if v is not None and (type(v) is not int or v < 0):
+                raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
+        if not isinstance(body.get("stream", False), bool):
+            raise BadRequest("'stream' must be a boolean", param="stream")
+        if not isinstance(body.get("stream_options") or {}, dict):
+            raise BadRequest("'stream_options' must be an object", param="stream_options")
+    messages = body["messages"]
+    stream = body.get("stream") or False
     opts = body.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise BadRequest("'stream_options' must be an object", param="stream_options")
-    requested = _int_field(body, "max_completion_tokens")
+    requested = body.get("max_completion_tokens")
     if requested is None:
-        requested = _int_field(body, "max_tokens")
+        requested = body.get("max_tokens")
     constraints = parse_constraints(body.pop("gateway", None), headers)
     facts = RequestFacts(
         model=model,
@@ -193,10 +192,9 @@ def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: Toke
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:
     body = parse_json_body(raw)
-    model = _model(body)
-    value = body.get("input")
-    if not isinstance(value, (str, list)) or (isinstance(value, list) and not value):
-        raise BadRequest("'input' must be a string or a non-empty array", param="input")
+    model = check_model(body.get("model"))
+    check_embedding(body, raw)
+    value = body["input"]
     constraints = parse_constraints(body.pop("gateway", None), headers)
     mode: Mode = "embedding"
     facts = RequestFacts(model=model, mode=mode, prompt_tokens=counter.count_embedding_input(value),

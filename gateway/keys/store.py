@@ -71,11 +71,18 @@ def check_team(name: str) -> str:
     return name
 
 
+# The rate-limit buckets are Lua numbers (doubles) on Redis: integers up to 2**53 are exact there, and the columns
+# are BIGINT. Anything larger is refused with the field's name rather than failing in the database.
+MAX_LIMIT = 2**53 - 1
+
+
 def _check_limit(value: int | None, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadRequest(f"{name} must be a positive integer", param=name)
+    if value > MAX_LIMIT:
+        raise BadRequest(f"{name} must be at most {MAX_LIMIT}", param=name)
     return value
 
 

@@ -61,7 +61,13 @@ class KeySync:
         return [m.decode() if isinstance(m, bytes) else m for m in await self._redis.smembers(self._revoked_key)]
 
     async def _publish(self, event: str, subject: str) -> None:
-        await publish_event(self._redis, self._prefix, event, subject)
+        try:
+            await publish_event(self._redis, self._prefix, event, subject)
+        except Exception as e:
+            # Stored in the database already: other replicas read it there (every second while Redis is
+            # unreachable, and on re-subscribing), so the change is not lost, only later.
+            log.warning("key change %s not published on Redis (%s); replicas pick it up from the database",
+                        event, type(e).__name__)
 
     async def _run(self) -> None:
         while True:
@@ -76,6 +82,10 @@ class KeySync:
             except Exception as e:  # keep serving from the cache; retry shortly
                 log.warning("key cache refresh failed: %s", type(e).__name__)
                 await asyncio.sleep(1.0)
+                if self._redis is not None:
+                    # Redis unreachable: revocations still reach us through the database meanwhile.
+                    with contextlib.suppress(Exception):
+                        await self._store.reload()
 
     async def _listen(self) -> None:
         pubsub = self._redis.pubsub()

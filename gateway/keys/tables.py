@@ -1,4 +1,4 @@
-"""The `api_keys` and `teams` tables, as the store queries them (created by migration m0003).
+"""The `api_keys` and `teams` tables, as the store queries them (created by migration m0003; limits widened by m0006).
 
 Budgets are stored as decimal text (never floats); a key's secret is never stored, only its keyed hash.
 """
@@ -28,6 +28,6 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("budget", sa.String(64), nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),
-    sa.Column("rpm", sa.Integer, nullable=True),
-    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("rpm", sa.BigInteger, nullable=True),  # BIGINT since migration m0006
+    sa.Column("tpm", sa.BigInteger, nullable=True),
 )

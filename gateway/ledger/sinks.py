@@ -196,6 +196,10 @@ class EngineSink(Sink):
             await self._drop()
             raise
 
+    async def reset(self) -> None:
+        """Forget the connection (a write on it was cut short: its state is unknown)."""
+        await self._drop()
+
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         self._driver, self._prepared = None, {}

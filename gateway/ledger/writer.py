@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import datetime, timezone
 from dataclasses import replace
 from typing import Any, Callable
@@ -35,9 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import db
 from gateway.domain import DeploymentKey, LedgerEntry
+from gateway.errors import StateUnavailable
 from gateway.ledger.liveness import ReplicaLock, lock_for, sqlite_database
 from gateway.ledger.recovery import PriceLookup, heartbeat, recover
 from gateway.ledger.sinks import EngineSink, Sink, SqliteSink, WriteOp
+from gateway.ledger.spool import SpoolingSink
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ class SqlLedger:
                  heartbeat_s: float = 5.0, recover_every_s: float = 60.0, price_lookup: PriceLookup | None = None,
                  baseline: DeploymentKey | None = None, migrate: bool = True, max_batch: int = 1000,
                  retry_s: float = 1.0, max_tries: int = 5, clock: Callable[[], datetime] = utc_now,
-                 liveness_lock: bool = True, lock_wait_s: float = 5.0, fast_sqlite: bool = True) -> None:
+                 liveness_lock: bool = True, lock_wait_s: float = 5.0, fast_sqlite: bool = True,
+                 spool_dir: str | None = None, spool_deadline_s: float = 2.0, spool_retry_s: float = 1.0) -> None:
         if heartbeat_s * 3 > stale_after_s:
             raise ValueError("stale_after_s must be several heartbeats long, or live replicas look dead")
         self._engine = engine
@@ -80,7 +84,15 @@ class SqlLedger:
         self._closed = False
         self._lock: ReplicaLock = lock_for(engine, replica_id, wait_s=lock_wait_s) if liveness_lock else ReplicaLock()
         database = sqlite_database(engine) if fast_sqlite else None
-        self._sink: Sink = SqliteSink(database) if database is not None else EngineSink(engine)
+        inner: Sink = SqliteSink(database) if database is not None else EngineSink(engine)
+        # With a spool directory, writes the database cannot take go to a local journal (gateway/ledger/spool.py).
+        # A local SQLite file has no network to wait on (and its thread commit cannot be cut short), so only its
+        # errors spool it, never a deadline.
+        self.spool: SpoolingSink | None = None
+        if spool_dir is not None:
+            self.spool = SpoolingSink(inner, engine, spool_dir, replica_id, clock=clock, retry_s=spool_retry_s,
+                                      deadline_s=None if database is not None else spool_deadline_s)
+        self._sink: Sink = self.spool if self.spool is not None else inner
         self.transactions = 0  # committed write batches (tests and benchmarks read it)
         self.direct_commits = 0  # of which lone writes committed by their caller, without the queue
 
@@ -92,6 +104,9 @@ class SqlLedger:
         # live process holds our replica id, whose rows `include_own` would otherwise close).
         await self._lock.acquire()
         try:
+            # Journals of dead writers first: rows whose end they hold are then not taken for interrupted.
+            if self.spool is not None:
+                await self.spool.replay_orphans()
             # Before our first heartbeat and write, rows under our own id can only be a dead predecessor's.
             await self.recover(include_own=True)
             async with self._engine.begin() as conn:
@@ -116,10 +131,17 @@ class SqlLedger:
             self._queue.put_nowait(_STOP)
             await self._writer
         await self._sink.close()
+        # Both bounded: a database that stopped answering must not hold up the process's exit.
         with contextlib.suppress(Exception):  # best effort: without it the heartbeat simply goes stale
-            async with self._engine.begin() as conn:
-                await heartbeat(conn, self.replica_id, self._clock(), stopping=True)
-        await self._lock.release()  # after `stopped_at`: a prober never sees us unlocked yet unstopped and alive
+            async with asyncio.timeout(5.0):
+                async with self._engine.begin() as conn:
+                    await heartbeat(conn, self.replica_id, self._clock(), stopping=True)
+        try:
+            async with asyncio.timeout(5.0):
+                await self._lock.release()  # after `stopped_at`: a prober never sees us unlocked yet alive
+        except Exception as e:
+            log.warning("releasing the ledger liveness lock failed (%s); it goes with the process",
+                        type(e).__name__)
 
     async def recover(self, *, include_own: bool = False) -> list[str]:
         return await recover(self._engine, self._clock(), self._stale_after_s, price_lookup=self._price_lookup,
@@ -136,10 +158,13 @@ class SqlLedger:
         rows.add(entry.request_id)
         try:
             await self._submit(WriteOp("insert", entry=entry, at=self._clock()), wait=True, alone=alone)
-        except BaseException:
+        except BaseException as e:
             # Failed (or its wait cancelled): its finish may never come, and a stale id would only keep later lone
             # writes on the queue, never make one unsafe.
             rows.discard(entry.request_id)
+            if isinstance(e, Exception) and not isinstance(e, RuntimeError):
+                # Neither the database nor the journal took the row: nothing may be sent upstream (503).
+                raise StateUnavailable("the ledger cannot record requests right now; retry shortly") from e
             raise
 
     async def finish(self, entry: LedgerEntry, *, wait: bool) -> None:
@@ -155,7 +180,12 @@ class SqlLedger:
         await self._submit(WriteOp("update", entry=entry, at=self._clock()), wait=wait, alone=alone)
 
     def pending_rows(self) -> int:
-        return self._pending
+        """Writes accepted but not yet in the database: queued, or journaled while it was unreachable."""
+        return self._pending + (self.spool.pending if self.spool is not None else 0)
+
+    @property
+    def spooling(self) -> bool:
+        return self.spool is not None and self.spool.spooling
 
     # ---------------------------------------------------------------------------------------- group commit
     async def _submit(self, op: WriteOp, *, wait: bool, alone: bool = False) -> None:
@@ -257,16 +287,30 @@ class SqlLedger:
             self._queue.put_nowait(WriteOp("heartbeat", {"replica_id": self.replica_id, "at": self._clock()},
                                        counts=False))
             try:
-                await self._lock.check()
-            except Exception:
-                log.exception("checking the ledger liveness lock failed")
+                # Bounded: a database that stopped answering must not stall the heartbeat for good.
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._lock.check()
+            except Exception as e:
+                log.error("checking the ledger liveness lock failed: %s", type(e).__name__)
             since_recovery += self._heartbeat_s
-            if since_recovery >= self._recover_every_s:
+            if since_recovery >= self._recover_every_s and not self.spooling:
                 since_recovery = 0.0
                 try:  # other replicas may have died while we run
-                    await self.recover()
+                    async with asyncio.timeout(self._recover_every_s):
+                        await self.recover()
                 except Exception:
                     log.exception("periodic ledger recovery failed")
+
+    def can_spool(self) -> bool:
+        """Whether a write the database cannot take would still be durable (the journal is open or can be)."""
+        if self.spool is None:
+            return False
+        if self.spool.journal.is_open:
+            return True
+        d = self.spool.spool_dir
+        while not d.exists() and d != d.parent:
+            d = d.parent
+        return d.is_dir() and os.access(d, os.W_OK)
 
 
 # ------------------------------------------------------------------------------------------------- sinks

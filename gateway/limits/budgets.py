@@ -60,6 +60,7 @@ class ReserveOutcome:
     status: Literal["ok", "deny", "seed"]
     scope_index: int = 0  # deny: the scope that did not fit
     missing: tuple[int, ...] = ()  # seed: indexes of scopes whose counter does not exist
+    totals: tuple[int, ...] = ()  # ok (when known): each scope's spent + reserved after this reservation
 
 
 class Counters(Protocol):

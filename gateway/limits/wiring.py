@@ -6,6 +6,7 @@ owns the engine and the Redis client (it closes them); `LimitServices.start/stop
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from gateway.http.auth import Authenticator
 from gateway.keys.secrets import derive_secret
 from gateway.keys.store import KeyStore
 from gateway.keys.sync import KeySync
+from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter, SharedState
 from gateway.limits.budgets import Budgets, MemoryCounters, ScopeKind, SpendSource
 from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters
@@ -51,27 +53,38 @@ class LimitServices:
     budgets: Budgets
     ratelimit: RateLimiter
     health: Health
+    shared_state: SharedState | None = None  # Redis watch of the degrade mode (gateway/limits/degrade.py)
 
     async def start(self) -> None:
         await self.key_sync.start()
         if isinstance(self.health, RedisHealth):
             await self.health.start()
+        if self.shared_state is not None:
+            await self.shared_state.start()
 
     async def stop(self) -> None:
+        if self.shared_state is not None:
+            await self.shared_state.stop()
         await self.key_sync.stop()
         if isinstance(self.health, RedisHealth):
             await self.health.stop()
 
 
 def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
-                 metrics: Any | None = None) -> LimitServices:
+                 metrics: Any | None = None, replica_id: str | None = None) -> LimitServices:
     g = config.gateway
     keys = KeyStore(engine, derive_secret(g))
     prefix = g.redis_prefix
+    state: SharedState | None = None
     if redis is not None:
         counters: Any = RedisCounters(redis, prefix)
         ratelimit: RateLimiter = RedisRateLimiter(redis, prefix)
         health: Health = RedisHealth(redis, cooldown_policies(config), prefix=prefix)
+        if g.on_shared_state_unavailable == "degrade":
+            # Without Redis, keep serving on this replica's conservative share (refuse: a 503 instead).
+            state = SharedState(redis, prefix, replica_id or uuid.uuid4().hex)
+            counters = DegradingCounters(counters, state)
+            ratelimit = DegradingRateLimiter(ratelimit, state)
     else:
         counters = MemoryCounters()
         ratelimit = MemoryRateLimiter()
@@ -80,4 +93,4 @@ def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
                       currency=g.reporting_currency)
     return LimitServices(keys=keys, key_sync=KeySync(keys, redis, prefix=prefix),
                          auth=Authenticator(keys, require_api_key=g.require_api_key),
-                         budgets=budgets, ratelimit=ratelimit, health=health)
+                         budgets=budgets, ratelimit=ratelimit, health=health, shared_state=state)

@@ -101,7 +101,7 @@ class PriceStore:
         self._book: PriceBook | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[], object]] = []
         self.subscribed = asyncio.Event()  # set once the Redis subscription is live (tests wait on it)
 
     # ------------------------------------------------------------------------------------------- reading
@@ -111,7 +111,7 @@ class PriceStore:
             raise RuntimeError("PriceStore.start() has not run")
         return self._book
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
+    def add_listener(self, callback: Callable[[], object]) -> None:
         """Called (synchronously, on the event loop) after new versions were added to the book."""
         self._listeners.append(callback)
 
@@ -252,6 +252,8 @@ class PriceStore:
                 self.subscribed.clear()
                 log.warning("price store: following other replicas failed (%s); retrying", type(e).__name__)
                 await asyncio.sleep(backoff)
+                with contextlib.suppress(Exception):  # Redis down, the database maybe not: new versions from it
+                    await self.refresh()
                 backoff = min(backoff * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):

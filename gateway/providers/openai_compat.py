@@ -51,9 +51,13 @@ def vendor_error(status: int, body: bytes) -> UpstreamFailure:
 
 
 def _translate(exc: BaseException) -> UpstreamFailure:
-    """aiohttp's errors, translated once: timeouts first (ServerTimeoutError is also a connection error)."""
+    """aiohttp's errors, translated once: timeouts first (ServerTimeoutError is also a connection error); an
+    answer that is not HTTP at all (a bad status line or headers: ClientResponseError without a response) is a
+    bad response, not a connection failure; anything else (refused, reset, cut mid-body) is `connect`."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamFailure(TIMEOUT)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamFailure(BAD_RESPONSE)
     return UpstreamFailure(CONNECT)
 
 

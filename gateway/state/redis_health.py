@@ -11,6 +11,7 @@ Key layout (P = `gateway.redis_prefix`):
 Deadlines are turned into *remaining* time by Redis (its own clock), and the mirror adds that to the local
 monotonic clock, so replicas whose wall clocks disagree still agree on when a cool-down ends.
 Recent latency stays per replica: it only breaks ties, and each replica's own view is fine for that.
+While Redis is unreachable, each replica keeps the last known cool-downs and counts failures on its own.
 """
 
 from __future__ import annotations
@@ -61,13 +62,20 @@ return out
 _DEFAULT_POLICY = CooldownPolicy(3, 30.0)
 
 
+def is_redis_outage(error: BaseException) -> bool:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError))
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisHealth(HealthView):
     def __init__(self, redis: Any, policies: dict[str, CooldownPolicy], *, prefix: str = "gw:",
-                 poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic, deadline_s: float = 0.5) -> None:
         super().__init__(clock)
         self._redis = redis
         self._policies = policies
@@ -78,6 +86,9 @@ class RedisHealth(HealthView):
         self._fail = redis.register_script(_FAIL)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self._maybe_failing: set[str] = set()  # providers whose failure count may be non-zero in Redis
+        self._deadline_s = deadline_s
+        self._local_fails: dict[str, int] = {}  # failures counted while Redis was unreachable
+        self._local_until: dict[str, float] = {}  # cool-downs started while Redis was unreachable
         self._task: asyncio.Task[None] | None = None
 
     # --- the Health protocol -------------------------------------------------------------------------------------
@@ -87,26 +98,57 @@ class RedisHealth(HealthView):
         # Only touch Redis when a failure count may exist: successes are the hot path.
         if key[0] in self._maybe_failing:
             self._maybe_failing.discard(key[0])
-            await self._redis.hdel(self._fails_key, key[0])
+            self._local_fails.pop(key[0], None)
+            try:
+                async with asyncio.timeout(self._deadline_s):
+                    await self._redis.hdel(self._fails_key, key[0])
+            except Exception as e:
+                if not is_redis_outage(e):
+                    raise
 
     async def record_failure(self, provider: str, *, rate_limited: bool) -> None:
         policy = self._policies.get(provider, _DEFAULT_POLICY)
         cooldown_ms = int(policy.cooldown_s * 1000)
-        result = await self._fail(keys=[self._fails_key, self._cool_key, self._channel],
-                                  args=[provider, policy.after_failures, cooldown_ms, "1" if rate_limited else "0"])
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                result = await self._fail(keys=[self._fails_key, self._cool_key, self._channel],
+                                          args=[provider, policy.after_failures, cooldown_ms,
+                                                "1" if rate_limited else "0"])
+        except Exception as e:
+            if not is_redis_outage(e):
+                raise
+            self._record_failure_locally(provider, policy, rate_limited)
+            return
         if int(result) > 0:
             self._until[provider] = self._clock() + int(result) / 1000
             self._maybe_failing.discard(provider)
         else:
             self._maybe_failing.add(provider)
 
+    def _record_failure_locally(self, provider: str, policy: CooldownPolicy, rate_limited: bool) -> None:
+        """Redis unreachable: this replica counts failures and cools providers down on its own (the last known
+        shared state stays in the mirror), and keeps those cool-downs when Redis's view returns."""
+        count = self._local_fails.get(provider, 0) + 1
+        self._local_fails[provider] = count
+        self._maybe_failing.add(provider)
+        if rate_limited or count >= policy.after_failures:
+            self._local_fails[provider] = 0
+            until = self._clock() + policy.cooldown_s
+            self._until[provider] = self._local_until[provider] = until
+
     # --- the mirror ----------------------------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Replace the mirror with Redis's view of current cool-downs."""
+        """Replace the mirror with Redis's view of current cool-downs (plus any this replica started alone)."""
         result = await self._snapshot(keys=[self._cool_key])
         now = self._clock()
-        self._until = {_s(result[i]): now + int(_s(result[i + 1])) / 1000 for i in range(0, len(result), 2)}
+        until = {_s(result[i]): now + int(_s(result[i + 1])) / 1000 for i in range(0, len(result), 2)}
+        for provider, t in list(self._local_until.items()):
+            if t <= now:
+                del self._local_until[provider]
+            else:
+                until[provider] = max(t, until.get(provider, 0.0))
+        self._until = until
 
     async def start(self) -> None:
         await self.refresh()

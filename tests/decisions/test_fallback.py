@@ -54,3 +54,14 @@ def test_transport_failures_keep_their_kind_and_are_retried(kind: str) -> None:
 def test_kinds_are_exactly_the_metric_label_values_of_contract_6() -> None:
     assert {F.TIMEOUT, F.CONNECT, F.RATE_LIMITED, F.HTTP_5XX, F.ACCOUNT, F.HTTP_4XX, F.BAD_RESPONSE} == {
         "timeout", "connect", "rate_limited", "http_5xx", "account", "http_4xx", "bad_response"}
+
+
+@pytest.mark.parametrize("status", [None, 200])
+def test_a_body_that_is_not_json_is_a_bad_response_whatever_its_status(status: int | None) -> None:
+    v = F.classify_failure(F.BAD_RESPONSE, status)
+    assert (v.kind, v.retry, v.provider_fault) == (F.BAD_RESPONSE, True, True)
+
+
+def test_a_failure_with_a_status_is_classified_by_the_status() -> None:
+    assert F.classify_failure("http_503", 503).kind == F.HTTP_5XX
+    assert F.classify_failure(F.TIMEOUT, None).kind == F.TIMEOUT

@@ -75,9 +75,19 @@ def test_parse_budget() -> None:
     assert d.parse_budget("100.50", "month") == d.Budget(Decimal("100.50"), "month")
     assert d.parse_budget(None, None) is None
     for amount, period in [(1.5, "day"), ("-1", "day"), ("10", "week"), ("10", None), ("abc", "day"),
-                           ("100000000", "month")]:
+                           ("1e30", "month"), ("NaN", "day"), ("Infinity", "day"), ("0." + "1" * 70, "day")]:
         with pytest.raises(ValueError):
             d.parse_budget(amount, period)
+
+
+@pytest.mark.parametrize("amount", ["9007199.254740992", "10000000", "123456789012345678901.123456789"])
+def test_budgets_beyond_what_a_double_holds_are_exact(amount: str) -> None:
+    """Issue 15: budgets above ~9 million per period were refused (2**53 units); they hold exactly now."""
+    budget = d.parse_budget(amount, "month")
+    assert budget is not None and budget.amount == Decimal(amount)
+    units = d.limit_units(budget.amount)
+    assert d.units_to_money(units) == Decimal(amount)
+    assert d.cost_units(Decimal(amount)) == units
 
 
 def test_token_bucket_refills_and_reports_wait() -> None:

@@ -149,3 +149,17 @@ def test_dockerfile_builds_a_slim_non_root_image_running_the_console_script() ->
         if ln.startswith("COPY ") and "--from=" not in ln:
             for source in ln.split()[1:-1]:
                 assert (REPO / source).exists(), source
+
+
+def test_each_replica_spools_its_ledger_journal_to_a_persistent_volume_of_its_own() -> None:
+    compose = _compose()
+    gw = compose["services"]["gateway-a"]
+    env = {k: _compose_interpolate(str(v), {"POSTGRES_PASSWORD": "set"}) for k, v in gw["environment"].items()}
+    spool_dir = load_config(DEPLOY / "gateway.compose.yaml", env=env).gateway.spool_dir
+    sources = []
+    for name in GATEWAYS:
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["services"][name]["volumes"]}  # target: source
+        assert spool_dir in mounts, name
+        assert mounts[spool_dir] in compose["volumes"], name  # a named volume: it outlives the container
+        sources.append(mounts[spool_dir])
+    assert len(set(sources)) == len(GATEWAYS)

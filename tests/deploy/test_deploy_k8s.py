@@ -123,3 +123,16 @@ def test_kustomization_lists_existing_core_manifests() -> None:
     for resource in kustomization["resources"]:
         assert (K8S / resource).is_file(), resource
     assert set(kustomization["resources"]) == set(CORE_FILES) - {"kustomization.yaml"}
+
+
+def test_the_ledger_spool_is_a_persistent_volume_every_pod_mounts_at_spool_dir() -> None:
+    r = _all()
+    secret_env = {k: (v or "x") for k, v in r["Secret"]["stringData"].items()}
+    config = load_config_data(parse_yaml_text(r["ConfigMap"]["data"]["gateway.yaml"]), "k8s", env=secret_env)
+    pod = r["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in pod["volumes"]}[mounts[config.gateway.spool_dir]]
+    claim = r["PersistentVolumeClaim"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]  # any pod can replay a dead pod's journal

@@ -599,8 +599,18 @@ def _dependency(kind: str, tmp_path: Path) -> Iterator[tuple[TcpForwarder, Calla
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
 def test_healthz_is_alive_and_readyz_follows_the_configured_dependency(
         kind: str, tmp_path: Path, fresh_vendors: VendorCluster) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+
+    def strict(data: dict[str, Any]) -> None:
+        edit(data)
+        # Without a way to keep serving, a missing dependency is "not ready" (contract section 8): Redis in refuse
+        # mode, the ledger without a writable spool directory. (Degraded but ready: tests/e2e/test_outages_e2e.py.)
+        data["gateway"]["on_shared_state_unavailable"] = "refuse"
+        data["gateway"]["spool_dir"] = str(blocker / "spool")
+
     with _dependency(kind, tmp_path) as (fwd, edit, ledger_url), \
-            GatewayThread(demo_config(fresh_vendors, edit, ledger_url=ledger_url)) as gw:
+            GatewayThread(demo_config(fresh_vendors, strict, ledger_url=ledger_url)) as gw:
         ready = httpx.get(gw.url + "/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         check = "redis" if kind == "redis" else "ledger"

@@ -60,7 +60,7 @@ BAD_BODIES = [
     ("messages-missing", {"model": "auto"}, "messages", "'messages'"),
     ("messages-empty", body(messages=[]), "messages", "'messages'"),
     ("messages-not-list", body(messages="hi"), "messages", "'messages'"),
-    ("message-not-object", body(messages=["hi"]), "messages", "'messages'"),
+    ("message-not-object", body(messages=["hi"]), "messages[0]", "'messages[0]'"),
     ("stream-not-bool", body(stream="yes"), "stream", "'stream'"),
     ("stream-options-not-object", body(stream=True, stream_options=True), "stream_options", "'stream_options'"),
     ("max-tokens-string", body(max_tokens="100"), "max_tokens", "'max_tokens'"),

@@ -62,3 +62,23 @@ async def test_gauges_change_when_a_scheduled_version_comes_into_force(sqlite_en
         assert _price(m, "deepseek", "deepseek-v2", "input", "CNY") is None  # the stale currency series is gone
     finally:
         await watcher.stop()
+
+
+async def test_a_published_version_shows_in_the_price_gauges_at_once_without_waiting_for_the_watch(
+        sqlite_engine, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    """The version gauge and the prices it stands for move together: a listener on the store, not the timer."""
+    config = make_config()
+    store = PriceStore(sqlite_engine, config, clock=clock)
+    await store.start(follow=False)
+    m = Metrics()
+    watcher = PriceGaugeWatcher(m, lambda: store.book, [d.to_deployment() for d in config.deployments],
+                                clock=clock, interval_s=3600)  # the timer never fires during this test
+    await watcher.start()
+    store.add_listener(watcher.check)
+    try:
+        body = {"prices": [{"provider": "deepseek", "model": "deepseek-v2", "input": "0.0005"}]}
+        await store.publish(lambda base, at: apply_update(base, body, config, at), None, source="test")
+        assert m.registry.get_sample_value("gateway_price_table_version") == 2
+        assert _price(m, "deepseek", "deepseek-v2", "input", "CNY") == 0.5
+    finally:
+        await watcher.stop()
