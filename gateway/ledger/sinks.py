@@ -150,6 +150,31 @@ class EngineSink(Sink):
     async def _execute_prepared(self, kind: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
         """`rows` (dicts of the statement's parameters) as one pipelined executemany: one round trip, one implicit
         transaction (all rows or none)."""
+        try:
+            await self._execute_prepared_raw(kind, stmt, rows)
+        except Exception as e:
+            raise self._translated(e) from e
+
+    def _translated(self, error: Exception) -> Exception:
+        """A driver error as SQLAlchemy would have raised it: the writer and the spool tell an outage (spool the row)
+        from a refused row (raise) by SQLAlchemy's exception types. Anything else (OSError, timeouts) unchanged."""
+        import asyncpg
+        from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+        if not isinstance(error, (asyncpg.PostgresError, asyncpg.InterfaceError)):
+            return error
+        dialect = self._engine.dialect
+        dbapi = dialect.loaded_dbapi
+        translated: Exception = error
+        try:
+            AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
+        except Exception as t:
+            translated = t
+        closed = self._driver is None or self._driver.is_closed()
+        return sa.exc.DBAPIError.instance(None, None, translated, dbapi.Error, connection_invalidated=closed,
+                                          dialect=dialect)
+
+    async def _execute_prepared_raw(self, kind: str, stmt: Any, rows: list[dict[str, Any]]) -> None:
         conn = await self._connection()
         if self._driver is None:
             self._driver = (await conn.get_raw_connection()).driver_connection

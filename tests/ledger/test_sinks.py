@@ -80,3 +80,26 @@ async def test_postgresql_prepared_writes_store_exactly_what_sqlalchemy_stores(e
     assert fast == slow
     assert fast["status"] == "success" and fast["baseline_cost"] == "0.1234567890123456789012"
     assert fast["stream"] == "true" and rows["req-fast-2"]["stream"] == "false" and rows["req-fast-3"]["status"] == "in_flight"
+
+
+async def test_postgresql_prepared_write_errors_are_sqlalchemy_errors(engine, ledger_url) -> None:  # type: ignore[no-untyped-def]
+    """A row the database refuses raises SQLAlchemy's IntegrityError (not an outage: the spool must not take it),
+    as SQLAlchemy's own executemany did."""
+    import pytest
+    import sqlalchemy as sa
+
+    from gateway.ledger.sinks import EngineSink
+    from gateway.ledger.spool import is_outage
+    from tests.ledger.test_writer import T0, entry
+
+    if not ledger_url.startswith("postgresql"):
+        return
+    sink = EngineSink(engine)
+    try:
+        await sink.write([WriteOp("insert", entry=entry("dup"), at=T0)])
+        with pytest.raises(sa.exc.IntegrityError) as raised:
+            await sink.write([WriteOp("insert", entry=entry("dup"), at=T0)])
+        assert not is_outage(raised.value)
+        await sink.write([WriteOp("insert", entry=entry("after"), at=T0)])  # the connection is usable again
+    finally:
+        await sink.close()
