@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench bench-cost bench-cache soak lint clean
+.PHONY: venv run test bench bench-replica bench-cost bench-cache soak lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.run
+
+# The replica path (PostgreSQL ledger, Redis, required key with budget and rpm/tpm) beside the embedded one, alone
+# (issue 16); `make bench` runs it too.
+bench-replica: $(STAMP)
+	$(BIN)/python -m tests.perf.run --replica-only
 
 # Ten minutes, two replicas on PostgreSQL and Redis, a Redis blip and a PostgreSQL blip (SOAK_ARGS="--duration 90").
 soak: $(STAMP)

@@ -26,3 +26,80 @@ async def test_sqlite_sink_waits_off_the_loop_while_another_connection_holds_the
     await sink.write([beat])
     assert sink.inline_commits == 1  # no contention: committed on the loop's thread
     await sink.close()
+
+
+async def test_postgresql_prepared_writes_store_exactly_what_sqlalchemy_stores(engine, ledger_url) -> None:  # type: ignore[no-untyped-def]
+    """EngineSink writes PostgreSQL rows as asyncpg prepared statements that SQLAlchemy compiled: every column,
+    read back as text, equals the row SQLAlchemy's own executemany stores (money digits, times, booleans)."""
+    from dataclasses import replace
+    from datetime import timedelta
+    from decimal import Decimal
+
+    import asyncpg
+
+    from gateway.decisions.pricing import price_usage
+    from gateway.domain import Usage
+    from gateway.ledger.sinks import EngineSink, _write
+    from gateway.ledger.tables import ledger
+    from tests.ledger.test_writer import PRICE, T0, VERSION, entry
+
+    if not ledger_url.startswith("postgresql"):
+        return
+    usage = Usage(100, 20, 50, cache_write_tokens=30)
+    cost = price_usage(usage, PRICE, VERSION, T0)
+    at = T0 + timedelta(seconds=2, microseconds=5)
+
+    def ops(rid: str) -> tuple[WriteOp, WriteOp]:
+        e = replace(entry(rid), started_at=T0 + timedelta(microseconds=7), api="responses")
+        done = replace(e, status="success", usage=usage, cost=cost, latency_ms=5,
+                       baseline_cost=Decimal("0.1234567890123456789012"))
+        return WriteOp("insert", entry=e, at=at), WriteOp("update", entry=done, at=at)
+
+    sink = EngineSink(engine)
+    fast_open, fast_done = ops("req-fast")
+    assert await sink.write([fast_open]) == 1
+    assert await sink.write([fast_done]) == 1
+    assert await sink.write([WriteOp("insert", entry=replace(entry("req-fast-2"), stream=False), at=at),
+                             WriteOp("insert", entry=entry("req-fast-3"), at=at)]) == 1  # a batch: one statement
+    await sink.close()
+    slow_open, slow_done = ops("req-slow")
+    async with engine.begin() as conn:
+        await _write(conn, [slow_open.row()], [], None)
+    async with engine.begin() as conn:
+        from gateway.ledger.sinks import UPDATE_STATEMENT, _update_binds
+        await conn.execute(UPDATE_STATEMENT, _update_binds([slow_done.row()]))
+    columns = [c.name for c in ledger.columns if c.name not in ("id", "request_id")]
+    raw = await asyncpg.connect(ledger_url)
+    try:
+        rows = {r["request_id"]: r for r in await raw.fetch(
+            "SELECT request_id, " + ", ".join(f"{c}::text AS {c}" for c in columns) + " FROM ledger")}
+    finally:
+        await raw.close()
+    fast, slow = dict(rows["req-fast"]), dict(rows["req-slow"])
+    fast.pop("request_id"), slow.pop("request_id")
+    assert fast == slow
+    assert fast["status"] == "success" and fast["baseline_cost"] == "0.1234567890123456789012"
+    assert fast["stream"] == "true" and rows["req-fast-2"]["stream"] == "false" and rows["req-fast-3"]["status"] == "in_flight"
+
+
+async def test_postgresql_prepared_write_errors_are_sqlalchemy_errors(engine, ledger_url) -> None:  # type: ignore[no-untyped-def]
+    """A row the database refuses raises SQLAlchemy's IntegrityError (not an outage: the spool must not take it),
+    as SQLAlchemy's own executemany did."""
+    import pytest
+    import sqlalchemy as sa
+
+    from gateway.ledger.sinks import EngineSink
+    from gateway.ledger.spool import is_outage
+    from tests.ledger.test_writer import T0, entry
+
+    if not ledger_url.startswith("postgresql"):
+        return
+    sink = EngineSink(engine)
+    try:
+        await sink.write([WriteOp("insert", entry=entry("dup"), at=T0)])
+        with pytest.raises(sa.exc.IntegrityError) as raised:
+            await sink.write([WriteOp("insert", entry=entry("dup"), at=T0)])
+        assert not is_outage(raised.value)
+        await sink.write([WriteOp("insert", entry=entry("after"), at=T0)])  # the connection is usable again
+    finally:
+        await sink.close()

@@ -132,8 +132,9 @@ def rss_mb(root: int) -> float:
 
 class Proxy:
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, health: str, logfile: Path,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, bearer: str | None = None) -> None:
         self.name, self.cmd, self.env, self.port, self.health = name, cmd, env, port, health
+        self.bearer = bearer  # the client key wrk sends (None: the fixed bench token of post.lua)
         self.logfile, self.start_timeout = logfile, start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s = 0.0
@@ -175,10 +176,13 @@ class Proxy:
 
 # ------------------------------------------------------------------------------------------------------ load
 
-def wrk(wrk_bin: str, url: str, body: Path, conns: int, seconds: int, what: str) -> dict[str, Any]:
+def wrk(wrk_bin: str, url: str, body: Path, conns: int, seconds: int, what: str,
+        bearer: str | None = None) -> dict[str, Any]:
     cmd = [wrk_bin, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "-s", str(LUA), url]
-    res = subprocess.run(cmd, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True,
-                         timeout=seconds + 60)
+    env = {**os.environ, "BENCH_BODY": str(body)}
+    if bearer:
+        env["BENCH_BEARER"] = bearer
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if line is None:
         raise BenchError(f"wrk failed for {what}: {res.stdout[-500:]} {res.stderr[-500:]}")
@@ -213,11 +217,14 @@ class Figures:
     rss_mb: float = 0.0
     startup_s: float = 0.0
     requests: int = 0
+    cpu_c1_ms: float = 0.0  # CPU per request over the c1 run (the c1 latency is CPU-bound: see FINDINGS.md)
 
 
 def _c1(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Plan, c1_s: int, f: Figures) -> None:
     label = f"{proxy.name} {'stream' if stream else 'non-stream'}"
-    c1 = wrk(wrk_bin, url, body, 1, c1_s, f"{label} c1")
+    before = cpu_seconds(proxy.pid)
+    c1 = wrk(wrk_bin, url, body, 1, c1_s, f"{label} c1", proxy.bearer)
+    f.cpu_c1_ms = (cpu_seconds(proxy.pid) - before) * 1000 / c1["requests"]
     f.p50_us, f.p99_us = c1["p50_us"], c1["p99_us"]
     if stream:
         f.ttfb_us = ttfb(url, body, plan.ttfb_n, label)["ttfb_p50_us"]
@@ -226,12 +233,12 @@ def _c1(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan: Pl
 def _c64(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, c64_s: int, f: Figures) -> None:
     label = f"{proxy.name} {'stream' if stream else 'non-stream'}"
     before = cpu_seconds(proxy.pid)
-    c64 = wrk(wrk_bin, url, body, 64, c64_s, f"{label} c64")
+    c64 = wrk(wrk_bin, url, body, 64, c64_s, f"{label} c64", proxy.bearer)
     after = cpu_seconds(proxy.pid)
     f.rps, f.requests = c64["rps"], c64["requests"]
     f.cpu_ms = (after - before) * 1000 / c64["requests"]
     f.rss_mb = rss_mb(proxy.pid)
-    log(f"{label}: cpu {f.cpu_ms:.3f} ms/req, p50 {f.p50_us:.0f} us, p99 {f.p99_us:.0f} us, "
+    log(f"{label}: cpu {f.cpu_ms:.3f} ms/req (c1 {f.cpu_c1_ms:.3f}), p50 {f.p50_us:.0f} us, p99 {f.p99_us:.0f} us, "
         f"c64 {f.rps:.0f} req/s, ttfb {f.ttfb_us or 0:.0f} us, rss {f.rss_mb:.0f} MB")
 
 
@@ -240,7 +247,7 @@ def median_figures(rounds: list[Figures]) -> Figures:
         values = [getattr(r, name) for r in rounds]
         return None if values[0] is None else statistics.median(values)
 
-    return Figures(cpu_ms=med("cpu_ms"), p50_us=med("p50_us"), p99_us=med("p99_us"), rps=med("rps"),
+    return Figures(cpu_ms=med("cpu_ms"), cpu_c1_ms=med("cpu_c1_ms"), p50_us=med("p50_us"), p99_us=med("p99_us"), rps=med("rps"),
                    ttfb_us=med("ttfb_us"), rss_mb=rounds[-1].rss_mb, startup_s=rounds[0].startup_s,
                    requests=sum(r.requests for r in rounds))
 
@@ -268,7 +275,7 @@ def measure(proxy: Proxy, wrk_bin: str, url: str, body: Path, stream: bool, plan
             c64_s: int | None = None) -> Figures:
     """One proxy on its own (the LiteLLM proxy): warm-up, then one round."""
     with proxy:
-        wrk(wrk_bin, url, body, 8, plan.warm_s, f"{proxy.name} warm-up")
+        wrk(wrk_bin, url, body, 8, plan.warm_s, f"{proxy.name} warm-up", proxy.bearer)
         f = Figures(startup_s=proxy.startup_s)
         _c1(proxy, wrk_bin, url, body, stream, plan, c1_s or plan.c1_s, f)
         _c64(proxy, wrk_bin, url, body, stream, c64_s or plan.c64_s, f)
@@ -289,7 +296,7 @@ def measure_interleaved(proxies: list[Proxy], direct_url: str, wrk_bin: str, bod
         for p in proxies:
             started.append(p.start())
         for p in proxies:
-            wrk(wrk_bin, urls[p.name], body, 8, plan.warm_s, f"{p.name} warm-up")
+            wrk(wrk_bin, urls[p.name], body, 8, plan.warm_s, f"{p.name} warm-up", p.bearer)
         for n in range(plan.rounds):
             log(f"round {n + 1}/{plan.rounds} ({'stream' if stream else 'non-stream'})")
             c1 = wrk(wrk_bin, direct_url, body, 1, plan.c1_s, "stand-in c1")

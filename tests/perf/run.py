@@ -1,6 +1,7 @@
 """`make bench`: the gateway's overhead against a bare proxy (and the LiteLLM proxy, when it installs), in one run.
 
-    .venv/bin/python -m tests.perf.run [--quick] [--no-litellm] [--no-write]
+    .venv/bin/python -m tests.perf.run [--quick] [--no-litellm] [--no-write] [--no-replica]
+    .venv/bin/python -m tests.perf.run --replica-only [--quick] [--rounds N] [--no-strace]   (`make bench-replica`)
 
 What it starts (all on loopback, all stopped at the end):
   - the vendor stand-in: nginx (installed with apt-get when missing; a minimal asyncio server only where nginx
@@ -16,7 +17,8 @@ What it starts (all on loopback, all stopped at the end):
 Each proxy runs as one worker, fresh for non-streaming and for streaming. Figures per proxy and mode: CPU time of
 the proxy's process tree per request over the c64 run (user+sys from /proc/<pid>/stat), p50/p99 latency at
 concurrency 1, requests/s at concurrency 64, time to first byte of streams (`tests/perf/ttfb.py`), RSS after the
-run. Then: HTTP client choice (bare proxy with httpx vs aiohttp at c64), routing decisions/s at 10..10,000
+run. Then the replica path beside the embedded one (`tests/perf/replica.py`, issue 16: PostgreSQL ledger, Redis,
+a required key with budget and rpm/tpm). Then: HTTP client choice (bare proxy with httpx vs aiohttp at c64), routing decisions/s at 10..10,000
 deployments, ledger rows/s, `gateway serve` start-up time. The table is printed and written to RESULTS.md.
 """
 
@@ -37,6 +39,7 @@ from tests.perf.harness import (PY, QUICK, BenchError, Plan, cpu_seconds, ensure
                                 measure_interleaved, median_figures, paired_ratios, wrk)
 from tests.perf.micro import ledger_bench, routing_bench, routing_subprocess, sqlite_ledger_rows, startup_bench
 from tests.perf.proxies import bare_proxy, chat_body, gateway_proxy, litellm_available, litellm_proxy
+from tests.perf.replica import render_replica, replica_bench
 from tests.perf.report import render, targets, write_results
 from tests.perf.standin import AsyncioStandIn, NginxStandIn, StandIn
 
@@ -69,6 +72,22 @@ def proposals(variants: list[str], plan: Plan) -> int:
     return 0
 
 
+def replica_only(plan: Plan, strace: bool, stages: bool) -> int:
+    """The replica path beside the embedded one, alone (issue 16)."""
+    nginx, wrk_bin = ensure_tools([])
+    work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    stand: StandIn = NginxStandIn(nginx) if nginx else AsyncioStandIn()
+    stand.start()
+    try:
+        text = render_replica(replica_bench(stand.port, wrk_bin, work, plan, strace=strace, stages=stages),
+                              plan)
+    finally:
+        stand.stop()
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.perf.run")
     ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test, not figures)")
@@ -76,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="do not overwrite tests/perf/RESULTS.md")
     ap.add_argument("--rounds", type=int, default=None, help="bare/gateway measurement rounds (default 7, quick 1)")
     ap.add_argument("--only", choices=("gateway", "bare", "micro"), default=None, help="debugging: one part")
+    ap.add_argument("--replica-only", action="store_true",
+                    help="only the replica path (PostgreSQL, Redis, key with limits) beside the embedded one")
+    ap.add_argument("--no-replica", action="store_true", help="skip the replica path")
+    ap.add_argument("--no-strace", action="store_true", help="replica path: skip the system-call / round-trip count")
+    ap.add_argument("--stages", action="store_true",
+                    help="replica path: also CPU per request of each stage at c1 (instrumented gateways)")
     ap.add_argument("--routing-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proposals", nargs="+", metavar="PATCHES",
                     help="measure the gateway with in-memory patches (tests/perf/proposals/serve_patched.py), e.g. "
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, rounds=args.rounds)
     if args.proposals:
         return proposals(args.proposals, plan)
+    if args.replica_only:
+        return replica_only(plan, not args.no_strace, args.stages)
     notes: list[str] = []
     t_start = time.perf_counter()
     nginx, wrk_bin = ensure_tools(notes)
@@ -162,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"routing {r['deployments']}: {r['us_per_decision']:.1f} us/decision")
         res["ledger"] = ledger_bench(work, notes)
         res["startup"] = startup_bench(stand.port, work) if args.only != "micro" else [0.0]
+        if args.only is None and not args.no_replica:
+            try:
+                res["replica"] = replica_bench(stand.port, wrk_bin, work, plan, strace=not args.no_strace)
+            except (BenchError, OSError) as e:  # no PostgreSQL or Redis here: a note, not a failed bench
+                notes.append(f"replica path not measured: {type(e).__name__}: {e}")
     finally:
         stand.stop()
     if args.only:
@@ -173,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = render(res)
     text += "\n\nTargets (issue 8):\n" + "\n".join(targets(res))
+    if "replica" in res:
+        text += "\n\n" + render_replica(res["replica"], plan)
     text += f"\n\n(whole run: {time.perf_counter() - t_start:.0f} s)"
     print(text)
     if not args.no_write:

@@ -7,6 +7,9 @@ the earlier `coalesce` and `rank` proposals are now part of the gateway):
   noledger  the ledger kept in memory (not durable): `--proposals "" noledger` gives the ledger's cost
   nowait    a non-streamed response does not wait for its completed ledger row to be durable (the in-flight row
             opened before the upstream call still is)
+  stages    not a change: CPU time (the serving thread's, time.thread_time) of each stage of the request path,
+            written as JSON to $BENCH_STAGES_OUT at exit; meaningful at concurrency 1, where nothing else runs
+            while a stage awaits (issue 16)
 """
 
 from __future__ import annotations
@@ -48,7 +51,59 @@ def noledger() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
-PATCHES = {"nowait": nowait, "noledger": noledger}
+def stages() -> None:
+    """Wrap each awaited stage of the request path with a CPU-time counter (the serving thread's)."""
+    import atexit
+    import json
+    import os
+    import time
+
+    from gateway import app
+
+    totals: dict[str, list[float]] = {}
+    original = app.build_services
+
+    def timed(name: str, fn: Any) -> Any:
+        slot = totals.setdefault(name, [0.0, 0])
+
+        async def wrapper(*a: Any, **kw: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return await fn(*a, **kw)
+            finally:
+                slot[0] += time.thread_time() - t0
+                slot[1] += 1
+
+        return wrapper
+
+    async def build_services(config: Any, **overrides: Any) -> Any:
+        s = await original(config, **overrides)
+        for name, obj, attr in (("auth (key lookup)", s.auth, "authenticate"), ("rate limit check", s.ratelimit, "check"),
+                                ("rate limit adjust", s.ratelimit, "adjust"), ("budget reserve", s.budgets, "reserve"),
+                                ("budget settle", s.budgets, "settle"), ("ledger open (in-flight row)", s.ledger, "open"),
+                                ("ledger finish (completed row)", s.ledger, "finish"),
+                                ("prefix cache lookup", s.prefix_cache, "lookup"),
+                                ("health record_success", s.health, "record_success")):
+            if obj is not None and hasattr(obj, attr):
+                setattr(obj, attr, timed(name, getattr(obj, attr)))
+        for pname, prov in s.providers.items():
+            if hasattr(prov, "complete"):
+                prov.complete = timed("vendor call (provider.complete)", prov.complete)
+        return s
+
+    app.build_services = build_services  # type: ignore[assignment]
+    start_cpu = time.thread_time()
+
+    def dump() -> None:
+        out = os.environ.get("BENCH_STAGES_OUT")
+        if out:
+            with open(out, "w") as f:
+                json.dump({"stages": totals, "thread_cpu_s": time.thread_time() - start_cpu}, f)
+
+    atexit.register(dump)
+
+
+PATCHES = {"nowait": nowait, "noledger": noledger, "stages": stages}
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ f:close()
 local before, after = template:match("^(.-)@N@(.*)$")
 local n = 0
 
-local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer sk-bench-5f0c2a9e71d84b36a1c4e0f9b27d6e83"}
+-- $BENCH_BEARER: the client key (the replica bench's required gateway key); else the token the gateway ignores.
+local bearer = os.getenv("BENCH_BEARER") or "sk-bench-5f0c2a9e71d84b36a1c4e0f9b27d6e83"
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. bearer}
 
 function request()
   if before == nil then
