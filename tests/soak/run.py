@@ -235,7 +235,12 @@ class Soak:
         print(f"  ledger rows by status: {dict(sorted(by_status.items()))}; "
               f"{sum(1 for r in rows if (r['attempts'] or 0) > 1)} fell back")
         self.check(len(rows) == len({r['request_id'] for r in rows}), f"ledger rows unique: {len(rows)}")
-        self.check(attempts == received, f"ledger attempts {attempts} == vendor-received requests {received}")
+        # An attempt whose connection failed before the vendor read it (a pooled keep-alive connection the vendor's
+        # server closed as it was reused) is a real attempt the vendor never saw: it is counted as kind="connect".
+        unseen = int(metric_sum(samples, "gateway_upstream_errors_total", kind="connect"))
+        self.check(received <= attempts <= received + unseen,
+                   f"ledger attempts {attempts} == vendor-received requests {received}"
+                   + (f" (+ at most {unseen} connect failures the vendor never saw)" if unseen else ""))
         self.check("in_flight" not in by_status, "no row left in flight")
         for direction, column in (("input", "input_tokens"), ("cached_input", "cached_input_tokens"),
                                   ("output", "output_tokens")):
