@@ -18,7 +18,8 @@ from gateway.http.auth import Authenticator
 from gateway.keys.secrets import derive_secret
 from gateway.keys.store import KeyStore
 from gateway.keys.sync import KeySync
-from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter, SharedState
+from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter
+from gateway.limits.shared_state import SharedState
 from gateway.limits.budgets import Budgets, MemoryCounters, ScopeKind, SpendSource
 from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters

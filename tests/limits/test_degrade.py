@@ -15,7 +15,8 @@ from gateway.decisions.limits import Budget, cost_units, units_to_money
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.keys.identity import Identity
 from gateway.limits.budgets import Budgets, Scope
-from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter, SharedState
+from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter
+from gateway.limits.shared_state import SharedState
 from gateway.limits.ratelimit import RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters
 from gateway.state.base import CooldownPolicy
