@@ -39,7 +39,9 @@ from gateway.domain import DeploymentKey, LedgerEntry
 from gateway.errors import StateUnavailable
 from gateway.ledger.liveness import ReplicaLock, lock_for, sqlite_database
 from gateway.ledger.recovery import PriceLookup, heartbeat, recover
-from gateway.ledger.sinks import EngineSink, Sink, SqliteSink, WriteOp
+from gateway.ledger.engine_sink import EngineSink
+from gateway.ledger.sinks import Sink, WriteOp
+from gateway.ledger.sqlite_sink import SqliteSink
 from gateway.ledger.spool import SpoolingSink
 
 log = logging.getLogger(__name__)

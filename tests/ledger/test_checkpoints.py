@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.ledger.checkpoint import CheckpointResult
-from gateway.ledger.sinks import SqliteSink, WriteOp
+from gateway.ledger.sinks import WriteOp
+from gateway.ledger.sqlite_sink import SqliteSink
 from gateway.ledger.tables import entry_values
 from gateway.ledger.writer import SqlLedger
 from tests.ledger.test_writer import entry

@@ -6,7 +6,8 @@ import asyncio
 import sqlite3
 from datetime import datetime, timezone
 
-from gateway.ledger.sinks import SqliteSink, WriteOp
+from gateway.ledger.sinks import WriteOp
+from gateway.ledger.sqlite_sink import SqliteSink
 
 
 async def test_sqlite_sink_waits_off_the_loop_while_another_connection_holds_the_write_lock(sqlite_engine, sqlite_url):
@@ -39,7 +40,7 @@ async def test_postgresql_prepared_writes_store_exactly_what_sqlalchemy_stores(e
 
     from gateway.decisions.pricing import price_usage
     from gateway.domain import Usage
-    from gateway.ledger.sinks import EngineSink, _write
+    from gateway.ledger.engine_sink import EngineSink, _write
     from gateway.ledger.tables import ledger
     from tests.ledger.test_writer import PRICE, T0, VERSION, entry
 
@@ -88,7 +89,7 @@ async def test_postgresql_prepared_write_errors_are_sqlalchemy_errors(engine, le
     import pytest
     import sqlalchemy as sa
 
-    from gateway.ledger.sinks import EngineSink
+    from gateway.ledger.engine_sink import EngineSink
     from gateway.ledger.spool import is_outage
     from tests.ledger.test_writer import T0, entry
 

@@ -10,7 +10,8 @@ import asyncpg
 from gateway import db as gdb
 from gateway.domain import LedgerEntry, Usage
 from gateway.ledger.writer import SqlLedger
-from gateway.ledger.sinks import EngineSink, WriteOp, UPDATE_STATEMENT, _update_binds
+from gateway.ledger.engine_sink import EngineSink
+from gateway.ledger.sinks import UPDATE_STATEMENT, WriteOp, _update_binds
 from gateway.ledger.tables import ledger, entry_values, UPDATABLE
 
 URL = sys.argv[1]
