@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, Mapping, TypeVar, cast
+from typing import Any, Awaitable, Mapping, TypeVar, cast
 
 from starlette.responses import Response
 
@@ -27,7 +27,7 @@ from gateway.decisions.fallback import BAD_RESPONSE, classify_failure
 from gateway.decisions.pricing import expected_cost, unit_prices
 from gateway.decisions.routing import Candidate, Decision, explain, rank
 from gateway.dialects import DIALECTS
-from gateway.dialects.base import ClientDialect
+from gateway.dialects.base import ClientDialect, native_pool
 from gateway.domain import Constraints, Deployment, PriceVersion, RequestFacts, Usage
 from gateway.http.responses import JSONBytesResponse
 from gateway.http.parse import ParsedRequest, parse_chat
@@ -84,12 +84,6 @@ class Pipeline:
         """One request of an inbound API (a key of gateway.dialects.DIALECTS: chat, embeddings, ...)."""
         return await self._handle(raw, headers, DIALECTS[api])
 
-    async def chat(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return await self._handle(raw, headers, DIALECTS["chat"])
-
-    async def embeddings(self, raw: bytes, headers: Mapping[str, str]) -> Response:
-        return await self._handle(raw, headers, DIALECTS["embeddings"])
-
     def explain(self, raw: bytes, headers: Mapping[str, str]) -> tuple[RequestFacts, Decision, PriceVersion]:
         """The dry run of `gateway route` / `POST /admin/route/explain`: rank without sending anything."""
         parsed = parse_chat(raw, headers, self.s.tokens, self.s.config.gateway.default_expected_output_tokens)
@@ -121,7 +115,7 @@ class Pipeline:
             identity = await _shared_state(self._identify(headers), request_id)
             facts, pool, route = self._resolve(parsed.facts)
             if parsed.native_only:
-                pool = self._native_pool(dialect, parsed, pool)
+                pool = native_pool(dialect, parsed, pool, self.s.api_styles)
             prices = self.s.price_book.current(started_at)
             lookup = await self._prefix_lookup(parsed, pool, prices)
             decision = self._rank(facts, pool, prices, started_at, lookup)
@@ -141,7 +135,7 @@ class Pipeline:
                                  facts.prompt_tokens, parsed.stream, dialect.api)
             books.tpm_estimate = tpm_estimate
             if lookup is not None:
-                books.on_answer = self._prefix_sent(lookup, prices)
+                books.on_answer = self.s.prefix_cache.on_answer(lookup, prices)
             elif self.s.prefix_cache is not None and facts.mode == "chat":
                 books.on_answer = self.s.prefix_cache.unpredicted
             if self.s.budgets is not None and _applies(self.s.budgets, identity):
@@ -180,15 +174,6 @@ class Pipeline:
                                   param="model")
         return facts, pool, facts.model
 
-    def _native_pool(self, dialect: ClientDialect, parsed: ParsedRequest, pool: list[Deployment]) -> list[Deployment]:
-        """A request using what only its own dialect can carry goes only to deployments speaking that dialect."""
-        styles = self.s.api_styles
-        native = [d for d in pool if styles.get(d.provider) == dialect.native_style]
-        if not native:
-            raise E.BadRequest(f"{', '.join(parsed.native_only)}: only a deployment speaking this API natively can "
-                               f"take it, and none serves '{parsed.facts.model}'", code="untranslatable_request")
-        return native
-
     def _rank(self, facts: RequestFacts, pool: list[Deployment], prices: PriceVersion,
               now: datetime | None = None, lookup: Lookup | None = None) -> Decision:
         h = self.s.health
@@ -200,26 +185,11 @@ class Pipeline:
     async def _prefix_lookup(self, parsed: ParsedRequest, pool: list[Deployment],
                              prices: PriceVersion) -> Lookup | None:
         """The request's expected cache hits per deployment of the pool (None: no deployment there caches, or a
-        request that is not a chat). With Redis, a failure only loses the hint: the request ranks at list prices."""
+        request that is not a chat)."""
         cache = self.s.prefix_cache
         if cache is None or parsed.facts.mode != "chat":
             return None
-        try:
-            return await cache.lookup(parsed.body, pool, prices)
-        except Exception:
-            log.warning("prefix cache lookup failed; ranking at list prices", exc_info=True)
-            return None
-
-    def _prefix_sent(self, lookup: Lookup, prices: PriceVersion) -> Callable[[Deployment, Usage], None]:
-        """What the books call when the request is answered: learn from the vendor's reported cached tokens, then
-        remember the prefix as sent to that deployment."""
-        cache = self.s.prefix_cache
-
-        def answered(d: Deployment, usage: Usage) -> None:
-            cache.observe(d, lookup, usage)
-            cache.sent(d, lookup, prices)
-
-        return answered
+        return await cache.hint(parsed.body, pool, prices)
 
     def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
                     now: datetime) -> Decimal:

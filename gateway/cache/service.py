@@ -8,6 +8,7 @@ not keep). A pool with no caching deployment costs one dict lookup: no hashing, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gateway.metrics import Metrics
 
 _DEFAULT = CacheSettings()
 _REDIS_BACKOFF_S = 5.0
+_REDIS_DEADLINE_S = 0.5  # a Redis that hangs (no refusal) must not hold every request up before ranking
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +95,8 @@ class PrefixCache:
             if self._redis_down_until and time.monotonic() < self._redis_down_until:
                 return None  # Redis failed a moment ago: rank at list prices rather than wait on it again
             try:
-                by_pos = await store.found(wanted)
+                async with asyncio.timeout(_REDIS_DEADLINE_S):
+                    by_pos = await store.found(wanted)
             except Exception:
                 self._redis_down_until = time.monotonic() + _REDIS_BACKOFF_S
                 log.warning("prefix cache lookup in Redis failed; ranking at list prices for %s s", _REDIS_BACKOFF_S,
@@ -104,13 +107,33 @@ class PrefixCache:
         warm = expected_cache(prefix, found, rules, self.clock()) if found or prefix.marks else {}
         return Lookup(prefix, warm, found, rules)
 
+    async def hint(self, body: Mapping[str, Any], pool: Sequence[Deployment],
+                   prices: PriceVersion) -> Lookup | None:
+        """`lookup` for the request path: any failure only loses the hint (the request ranks at list prices)."""
+        try:
+            return await self.lookup(body, pool, prices)
+        except Exception:
+            log.warning("prefix cache lookup failed; ranking at list prices", exc_info=True)
+            return None
+
+    def on_answer(self, lookup: Lookup, prices: PriceVersion) -> Callable[[Deployment, Usage], None]:
+        """What the books call when the request is answered: learn from the vendor's reported cached tokens, then
+        remember the prefix as sent to that deployment."""
+
+        def answered(d: Deployment, usage: Usage) -> None:
+            self.observe(d, lookup, usage)
+            self.sent(d, lookup, prices)
+
+        return answered
+
     def sent(self, d: Deployment, lookup: Lookup | None, prices: PriceVersion) -> None:
         """Remember the prefix just sent to `d` (its vendor now holds it, for its TTL)."""
         if lookup is None:
             return
-        mode = self.mode(d.key, prices)
-        if mode == NONE:
+        rule = lookup.rules.get(d.key)  # the pool's caching deployments, with their mode, for this request
+        if rule is None:
             return
+        mode = rule[0]
         s = self.settings.get(d.key, _DEFAULT)
         hashes = [lookup.prefix.hashes[i] for i in stored_indices(lookup.prefix, mode)]
         if not hashes:

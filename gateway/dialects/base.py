@@ -17,7 +17,8 @@ from typing import Any, Mapping, Protocol
 
 from starlette.responses import Response
 
-from gateway.domain import Mode, Usage
+from gateway.domain import Deployment, Mode, Usage
+from gateway.errors import BadRequest
 from gateway.http.parse import ParsedRequest
 from gateway.metering import StreamMeter
 from gateway.providers.base import JSONResult
@@ -122,3 +123,14 @@ class EncodedStream:
 
     def final_usage(self, prompt_estimate: int, counter: TokenCounter) -> Usage:
         return self.meter.final_usage(prompt_estimate, counter)
+
+
+def native_pool(dialect: ClientDialect, parsed: ParsedRequest, pool: list[Deployment],
+                api_styles: Mapping[str, str]) -> list[Deployment]:
+    """The deployments a request may reach when it uses what only its own dialect can carry (`native_only`): those
+    speaking that dialect. None of them: a 400 naming what the request used."""
+    native = [d for d in pool if api_styles.get(d.provider) == dialect.native_style]
+    if not native:
+        raise BadRequest(f"{', '.join(parsed.native_only)}: only a deployment speaking this API natively can "
+                         f"take it, and none serves '{parsed.facts.model}'", code="untranslatable_request")
+    return native

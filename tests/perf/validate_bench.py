@@ -67,13 +67,13 @@ async def pipeline_us(requests: int, rounds: int) -> tuple[float, float]:
     results: dict[bool, float] = {True: float("inf"), False: float("inf")}
     try:
         for raw in raws[:200]:  # warm: tokenizer caches, prepared routing, metric children
-            await pipeline.chat(raw, NO_HEADERS)
+            await pipeline.handle("chat", raw, NO_HEADERS)
         for _ in range(rounds):
             for checked in (True, False):
                 parse_module.check_chat = real if checked else (lambda body, raw: None)  # type: ignore[assignment]
                 t0 = time.process_time()
                 for raw in raws:
-                    response = await pipeline.chat(raw, NO_HEADERS)
+                    response = await pipeline.handle("chat", raw, NO_HEADERS)
                     assert response.status_code == 200
                 results[checked] = min(results[checked], (time.process_time() - t0) / requests * 1e6)
     finally:
