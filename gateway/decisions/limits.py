@@ -26,6 +26,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from gateway.decisions.pricing import tokens_cost
 from gateway.domain import UnitPrices
 from gateway.money import EXACT, money_str
 
@@ -99,7 +100,9 @@ def worst_case_cost(prompt_tokens: int, output_tokens: int, prices: UnitPrices, 
     unknown before the request; a cache write can cost more than input) plus every allowed output token at the
     output price."""
     input_price = max(prices.input, prices.cached_input, prices.cache_write)
-    return (prompt_tokens * input_price + output_tokens * prices.output) / prices.per * fx_rate
+    # In the exact context, as every other money computation: budgets reach 10^30 units, past the default 28 digits.
+    return EXACT.multiply(EXACT.add(tokens_cost(prompt_tokens, input_price, prices.per),
+                                    tokens_cost(output_tokens, prices.output, prices.per)), fx_rate)
 
 
 # --- budget admission --------------------------------------------------------------------------------------------

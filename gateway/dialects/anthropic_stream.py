@@ -25,9 +25,8 @@ from gateway.dialects.anthropic_vendor import chat_usage
 from gateway.domain import Usage
 from gateway.metering import usage_from_payload
 from gateway.providers.base import UpstreamFailure
+from gateway.providers.sse import DONE
 from gateway.tokens import TokenCounter
-
-_DONE = b"[DONE]"
 
 
 def event(kind: str, data: dict[str, Any]) -> bytes:
@@ -108,7 +107,7 @@ class MessagesEncoder:
         """One chat chunk payload (or `[DONE]`) -> the Anthropic events it makes."""
         if self.done:
             return b""
-        if payload == _DONE:
+        if payload == DONE:
             return self.finish()
         try:
             obj = orjson.loads(payload)
@@ -243,7 +242,7 @@ class ChunksFromEvents:
         if kind == "message_stop":
             usage = orjson.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                                   "model": self.model, "choices": [], "usage": chat_usage(self.usage)})
-            return [usage, _DONE]
+            return [usage, DONE]
         if kind == "error":
             err = ev.get("error") or {}
             raise UpstreamFailure(_ERROR_KIND.get(str(err.get("type")), BAD_RESPONSE),

@@ -12,10 +12,9 @@ from gateway.http.errors import error_payload, error_response
 from gateway.http.parse import ParsedRequest, parse_chat, parse_embedding
 from gateway.metering import StreamMeter
 from gateway.providers.base import JSONResult
-from gateway.providers.sse import frame
+from gateway.providers.sse import DONE, frame
 from gateway.tokens import TokenCounter
 
-_DONE = b"[DONE]"
 
 
 class ChatStream(StreamMeter):
@@ -23,7 +22,7 @@ class ChatStream(StreamMeter):
     the body, and a failure after the first byte ends it with an SSE `{"error": ...}` event and no `[DONE]`."""
 
     def ended(self, batch: list[bytes]) -> bool:
-        return batch[-1] == _DONE
+        return batch[-1] == DONE
 
     def finish(self) -> bytes:
         return b""

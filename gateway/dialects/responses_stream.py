@@ -29,8 +29,8 @@ import orjson
 from gateway.domain import Usage
 from gateway.dialects import responses_output as out
 from gateway.metering import usage_from_payload
+from gateway.providers.sse import DONE
 
-_DONE = b"[DONE]"
 _DELTA_EVENTS = {"message": "response.output_text.delta", "reasoning": "response.reasoning_text.delta",
                  "function_call": "response.function_call_arguments.delta"}
 
@@ -93,7 +93,7 @@ class ResponsesEncoder:
         for data in payloads:
             if self.done:
                 break
-            if data == _DONE:
+            if data == DONE:
                 self._complete(None)
                 continue
             try:

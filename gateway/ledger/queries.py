@@ -255,9 +255,10 @@ async def stream_usage(engine: AsyncEngine, window: Window, batch: int = 5000) -
 
 async def recent_requests(engine: AsyncEngine, limit: int) -> list[tuple[str, int, int]]:
     """(route, prompt tokens, output tokens) of the newest successful requests (newest first): the sample a
-    price-change preview re-ranks. Prompt tokens count cached ones too (the router prices a prompt as a whole)."""
-    stmt = (sa.select(ledger.c.route, ledger.c.input_tokens, ledger.c.cached_input_tokens, ledger.c.output_tokens)
+    price-change preview re-ranks. Prompt tokens count cached and cache-write ones too (the router prices a prompt as a whole)."""
+    stmt = (sa.select(ledger.c.route, ledger.c.input_tokens, ledger.c.cached_input_tokens,
+                      ledger.c.cache_write_tokens, ledger.c.output_tokens)
             .where(ledger.c.status == "success").order_by(ledger.c.started_at.desc()).limit(limit))
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return [(r[0], int(r[1] or 0) + int(r[2] or 0), int(r[3] or 0)) for r in rows]
+    return [(r[0], int(r[1] or 0) + int(r[2] or 0) + int(r[3] or 0), int(r[4] or 0)) for r in rows]

@@ -258,7 +258,8 @@ class SpoolingSink(Sink):
             except Exception as e:
                 if is_outage(e):
                     raise
-                log.error("the ledger refused a journaled write (%s); set aside in %s.rejected", e, journal.path)
+                log.error("the ledger refused a journaled write (%s); set aside in %s.rejected", type(e).__name__,
+                          journal.path)  # not the error's text: SQLAlchemy's carries the row's values
                 with open(str(journal.path) + ".rejected", "ab") as f:
                     f.write(J.frame(payload))
                     f.flush()

@@ -54,6 +54,9 @@ async def iter_sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[b
         yield tail
 
 
+DONE = b"[DONE]"  # the payload that ends an OpenAI-style stream
+
+
 def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
