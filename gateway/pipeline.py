@@ -153,6 +153,15 @@ class Pipeline:
             await books.close(books.deployment, "upstream_error", "upstream_error", wait=False)
             raise
 
+    async def authorise(self, headers: Mapping[str, str], request_id: str) -> Identity:
+        """The caller's identity for requests that do not take the whole path (count_tokens): the same key check and
+        the same 503 when the shared state cannot be reached."""
+        return await _shared_state(self._identify(headers), request_id)
+
+    def resolve(self, facts: RequestFacts) -> tuple[RequestFacts, list[Deployment], str]:
+        """The candidate pool for the requested name (404 `model_not_found` when it is neither a route nor a model)."""
+        return self._resolve(facts)
+
     async def _identify(self, headers: Mapping[str, str]) -> Identity:
         if self.s.auth is None:
             return DEFAULT_IDENTITY

@@ -136,21 +136,14 @@ def gateway_config(scenario: Scenario, policy: str, urls: dict[str, str], ledger
 def ledger_totals(path: str, result: Result, skip: int = 0) -> None:
     """Exact totals from the run's ledger (after its first `skip` rows): cost in the reporting currency, prompt
     and cached tokens."""
-    write_col = "cache_write_tokens" if _has_column(path, "cache_write_tokens") else "0"
     with closing(sqlite3.connect(path)) as conn:
         for cost, inp, cached, write in conn.execute(
-                "SELECT total_cost_reporting, input_tokens, cached_input_tokens, "
-                f"COALESCE({write_col}, 0) FROM ledger WHERE status = 'success' ORDER BY id LIMIT -1 OFFSET ?",
-                (skip,)):
+                "SELECT total_cost_reporting, input_tokens, cached_input_tokens, cache_write_tokens "
+                "FROM ledger WHERE status = 'success' ORDER BY id LIMIT -1 OFFSET ?", (skip,)):
             result.total_cost += Decimal(cost)
             result.prompt_tokens += inp + cached + write
             result.cached_tokens += cached
             result.requests += 1
-
-
-def _has_column(path: str, column: str) -> bool:
-    with closing(sqlite3.connect(path)) as conn:
-        return any(r[1] == column for r in conn.execute("PRAGMA table_info(ledger)"))
 
 
 async def run_one(scenario: Scenario, policy: str, cluster: Any, workloads: list[list[Messages]],

@@ -29,7 +29,7 @@ from gateway.prices.feeds import feed_label
 @contextlib.asynccontextmanager
 async def _sampler(app: Any) -> AsyncIterator[None]:
     services = getattr(getattr(app, "state", None), "services", None)
-    if services is None:
+    if services is None or services.config.gateway.admin_key is None:  # no admin key: no console to show it
         yield
         return
     sampler = H.Sampler(services.metrics.registry)

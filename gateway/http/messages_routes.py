@@ -12,28 +12,21 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.dialects.messages import MESSAGES, count_tokens
-from gateway.errors import ClientError, ModelNotFound, StateUnavailable
+from gateway.errors import ClientError, StateUnavailable
 from gateway.http.openai_routes import read_body
+from gateway.pipeline import Pipeline
 
 router = APIRouter()
 
 
 @router.post("/v1/messages/count_tokens")
 async def messages_count_tokens(request: Request) -> Response:
-    services = request.app.state.services
+    pipeline: Pipeline = request.app.state.pipeline
     try:
         raw = await read_body(request)
-        parsed, tokens = count_tokens(raw, request.headers, services.tokens)
-        if services.auth is not None:
-            try:
-                await services.auth.authenticate(request.headers)
-            except ClientError:
-                raise
-            except Exception:
-                raise StateUnavailable("the gateway's shared state is unavailable; retry shortly") from None
-        model = parsed.facts.model
-        if model not in services.config.routes and not services.by_model.get(model):
-            raise ModelNotFound(f"The model '{model}' does not exist: not a route or a deployed model", param="model")
+        await pipeline.authorise(request.headers, "count_tokens")  # no work for a caller without a valid key
+        parsed, tokens = count_tokens(raw, request.headers, request.app.state.services.tokens)
+        pipeline.resolve(parsed.facts)
     except (ClientError, StateUnavailable) as exc:
         return MESSAGES.error_response(exc)
     return JSONResponse({"input_tokens": tokens})
