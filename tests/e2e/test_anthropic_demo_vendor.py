@@ -4,7 +4,7 @@ Anthropic SDK's types, independently of the gateway's translators), billed to th
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import anthropic
 import openai
@@ -16,17 +16,23 @@ D = Decimal
 PRICE = {"input": D("0.001"), "cached_input": D("0.0001"), "output": D("0.002")}  # CNY per 1K; writes at input
 
 
-@pytest.fixture()
-def gw(fresh_vendors: Any) -> Iterator[GatewayThread]:
+def with_deepseek_anthropic(cache: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
+    """The demo config plus the simulated DeepSeek Anthropic endpoint as deployment `ds-anthropic`."""
     def edit(data: dict[str, Any]) -> None:
         data["providers"]["deepseek-anthropic"] = {"api_base": "${DEMO_DEEPSEEK_ANTHROPIC_URL}",
-                                                   "api_key": "demo-deepseek-key", "api_style": "anthropic"}
+                                                   "api_key": "demo-deepseek-key", "api_style": "anthropic",
+                                                   **({"cache": cache} if cache is not None else {})}
         data["deployments"].append(
             {"provider": "deepseek-anthropic", "model": "ds-anthropic", "upstream_model": "deepseek-chat",
              "context_window": "32K", "max_output_tokens": 4096, "quality": 86, "capabilities": ["tools"],
              "price": {"currency": "CNY", "per": "1K", **PRICE}})
 
-    with GatewayThread(demo_config(fresh_vendors, edit)) as gateway:
+    return edit
+
+
+@pytest.fixture()
+def gw(fresh_vendors: Any) -> Iterator[GatewayThread]:
+    with GatewayThread(demo_config(fresh_vendors, with_deepseek_anthropic())) as gateway:
         yield gateway
 
 
@@ -90,15 +96,7 @@ def test_chat_translated_to_the_simulated_anthropic_endpoint(gw):
 def explicit_gw(fresh_vendors: Any) -> Iterator[GatewayThread]:
     """The simulated DeepSeek Anthropic endpoint configured as what it simulates: an explicit (cache_control)
     prompt cache."""
-    def edit(data: dict[str, Any]) -> None:
-        data["providers"]["deepseek-anthropic"] = {"api_base": "${DEMO_DEEPSEEK_ANTHROPIC_URL}",
-                                                   "api_key": "demo-deepseek-key", "api_style": "anthropic",
-                                                   "cache": {"mode": "explicit", "ttl_s": 300, "min_tokens": 1024}}
-        data["deployments"].append(
-            {"provider": "deepseek-anthropic", "model": "ds-anthropic", "upstream_model": "deepseek-chat",
-             "context_window": "32K", "max_output_tokens": 4096, "quality": 86, "capabilities": ["tools"],
-             "price": {"currency": "CNY", "per": "1K", **PRICE}})
-
+    edit = with_deepseek_anthropic({"mode": "explicit", "ttl_s": 300, "min_tokens": 1024})
     with GatewayThread(demo_config(fresh_vendors, edit)) as gateway:
         yield gateway
 
