@@ -100,7 +100,7 @@ class SegmentMeter:
 
     def measure(self, messages: Sequence[Any], tools: Any = None, marks: CacheMarks | None = None) -> Segments:
         """Vectorised: plain messages found in the memo cost C-level maps over the list (a Python loop body per
-        message would cost ~3x more); only the others take a Python step each."""
+        message costs about twice as much); only the others take a Python step each."""
         n = len(messages)
         plain = self._plain.values
         try:  # a message without a role or content, or with a list of parts, makes the whole pass fall back
