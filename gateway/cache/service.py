@@ -20,6 +20,7 @@ from gateway.decisions.prefix_cache import (NONE, CacheSettings, Prefix, Rule, e
                                             is_miss, next_trust, outcome, probe_indices, stored_indices)
 from gateway.domain import Deployment, DeploymentKey, PriceVersion, Usage
 from gateway.metrics import Metrics
+from gateway.segments import Segments
 
 _DEFAULT = CacheSettings()
 log = logging.getLogger(__name__)
@@ -73,13 +74,14 @@ class PrefixCache:
             rules = {k: (m, ttl * trust.get(k, 1.0), mn) for k, (m, ttl, mn) in rules.items()}
         return rules
 
-    async def lookup(self, body: Mapping[str, Any], pool: Sequence[Deployment],
-                     prices: PriceVersion) -> Lookup | None:
-        """The request's expected cache hits per deployment of `pool`; None when none of them caches."""
+    async def lookup(self, body: Mapping[str, Any], pool: Sequence[Deployment], prices: PriceVersion,
+                     segments: Segments | None = None) -> Lookup | None:
+        """The request's expected cache hits per deployment of `pool`; None when none of them caches. `segments`:
+        the parse's measure of `body` (`ParsedRequest.segments`), so the conversation is not walked again."""
         rules = self.rules(pool, prices)
         if not rules:
             return None
-        prefix = self.hasher.prefix(body)
+        prefix = self.hasher.prefix(body, segments)
         if not prefix.hashes:
             return None
         probes = probe_indices(prefix)
@@ -90,11 +92,11 @@ class PrefixCache:
         warm = expected_cache(prefix, found, rules, self.clock()) if found or prefix.marks else {}
         return Lookup(prefix, warm, found, rules)
 
-    async def hint(self, body: Mapping[str, Any], pool: Sequence[Deployment],
-                   prices: PriceVersion) -> Lookup | None:
+    async def hint(self, body: Mapping[str, Any], pool: Sequence[Deployment], prices: PriceVersion,
+                   segments: Segments | None = None) -> Lookup | None:
         """`lookup` for the request path: any failure only loses the hint (the request ranks at list prices)."""
         try:
-            return await self.lookup(body, pool, prices)
+            return await self.lookup(body, pool, prices, segments)
         except Exception:
             log.warning("prefix cache lookup failed; ranking at list prices", exc_info=True)
             return None

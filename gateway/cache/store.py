@@ -62,13 +62,10 @@ class LocalPrefixStore:
         self._lru: dict[DeploymentKey, OrderedDict[int, None]] = {}
 
     def found_now(self, hashes: Sequence[int]) -> Found:
-        index = self._index
-        out: Found = {}
-        for i, h in enumerate(hashes):
-            e = index.get(h)
-            if e:
-                out[i] = e
-        return out
+        got = list(map(self._index.get, hashes))
+        if not any(got):  # (the common case of a new conversation: no Python step per probe)
+            return {}
+        return {i: e for i, e in enumerate(got) if e}
 
     def remember_now(self, key: DeploymentKey, hashes: Iterable[int], sent_at: float, ttl_s: float,
                      max_entries: int) -> None:
