@@ -205,8 +205,12 @@ class SharedPrefixStore(LocalPrefixStore):
         return f"{self._p}{h:016x}"
 
     # ---- in: the other replicas' changes ------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, ready_within_s: float = 2.0) -> None:
+        """Listen to the other replicas; serve once subscribed and loaded (bounded: without Redis, at once with an
+        empty index), so no prefix a peer sends after our start is missed."""
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="prefix-cache-sync")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.listening.wait(), ready_within_s)
 
     async def aclose(self) -> None:
         """Send what is queued (bounded), then stop listening."""

@@ -131,7 +131,7 @@ async def test_without_redis_the_shared_store_still_serves_its_own_memory_and_ne
 
     down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)  # nothing listens there
     store = SharedPrefixStore(down, "x:")
-    await store.start()
+    await store.start(ready_within_s=0.2)  # never ready: serves from memory after the bound
     try:
         cache = PrefixCache({("a", "m"): CacheSettings(ttl_s=300, min_tokens=0)}, PrefixHasher(TokenCounter()),
                             store)
