@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.ledger.recovery import heartbeat
-from gateway.ledger.sinks import UPDATE_STATEMENT, Sink, WriteOp, _split, _update_binds
+from gateway.ledger.sinks import UPDATE_STATEMENT, Sink, WriteOp, _split, _update_binds, insert_ignoring_duplicates
 from gateway.ledger.tables import ledger
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class _Prepared:
 
     async def executemany(self, rows: list[dict[str, Any]]) -> None:
         order = self.order
+        if len(rows) == 1:  # a lone write: asyncpg's single execute costs less than its executemany machinery
+            r = rows[0]
+            await self.statement.fetch(*[v if f is None else f(v) for name, f in order for v in (r[name],)])
+            return
         await self.statement.executemany([[v if f is None else f(v) for name, f in order for v in (r[name],)]
                                           for r in rows])
 
@@ -55,6 +59,8 @@ class EngineSink(Sink):
         self._conn: AsyncConnection | None = None
         self._driver: Any = None  # the asyncpg connection under self._conn
         self._prepared: dict[tuple[str, tuple[str, ...]], _Prepared] = {}
+        # PostgreSQL's writes are awaited round trips: a lone write's caller may make its own (see the writer).
+        self.writes_direct = engine.dialect.name == "postgresql"
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is None:
@@ -116,10 +122,11 @@ class EngineSink(Sink):
         return prepared
 
     async def write(self, batch: list[WriteOp]) -> int:
-        inserts, updates, beat = _split(batch)
-        if self._engine.dialect.name != "postgresql" or (inserts and updates and _overlap(inserts, updates)):
-            async with self._engine.begin() as conn:  # one transaction (SQLite via aiosqlite, in-batch overlap)
-                await _write(conn, inserts, updates, beat)
+        inserts, updates, beat, uncertain = _split(batch)
+        if (not self.writes_direct or uncertain or (inserts and updates and _overlap(inserts, updates))):
+            # One transaction (SQLite via aiosqlite, in-batch overlap, a write cut short that may have landed).
+            async with self._engine.begin() as conn:
+                await _write(conn, inserts, updates, beat, uncertain)
             return 1
         conn = await self._connection()
         try:
@@ -166,9 +173,10 @@ def _overlap(inserts: list[dict[str, Any]], updates: list[dict[str, Any]]) -> bo
 
 
 async def _write(conn: AsyncConnection, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
-                 beat: WriteOp | None) -> None:
+                 beat: WriteOp | None, ignore_duplicates: bool = False) -> None:
     if inserts:
-        await conn.execute(ledger.insert(), inserts)
+        stmt = insert_ignoring_duplicates(conn.dialect.name) if ignore_duplicates else ledger.insert()
+        await conn.execute(stmt, inserts)
     if updates:
         await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
     if beat is not None:

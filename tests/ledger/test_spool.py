@@ -164,6 +164,40 @@ async def test_rows_closed_as_interrupted_while_their_replica_spooled_end_with_t
     assert found["long"].status == "success" and found["long"].output_tokens == 7
 
 
+@pytest.mark.parametrize("fault", ["cut", "hang"])
+async def test_a_lone_write_its_caller_makes_while_postgresql_is_down_is_journaled_and_the_request_goes_on(
+        pg_proxy: tuple[CutProxy, str], direct: AsyncEngine, tmp_path: Path, fault: str) -> None:
+    """A lone write goes to the sink from its caller, not the writer task (tests/ledger/test_direct_write.py): the
+    spool still takes it when the database cannot, durably, before open() returns."""
+    from tests.ledger.test_inline_commit import spy_queue
+
+    proxy, url = pg_proxy
+    engine = create_engine(url, pool_size=2)
+    w = writer(engine, tmp_path / "spool")
+    await w.start()
+    queued = spy_queue(w)
+    try:
+        warm = entry("warm")
+        await w.open(warm)
+        await w.finish(done(warm), wait=True)
+        assert w.direct_commits == 2
+        getattr(proxy, fault)()
+        e = entry("lone")
+        await w.open(e)  # returns: the row is in the journal
+        assert w.spooling and w.pending_rows() == 1 and w.direct_commits == 2
+        assert [kind for kind, _ in (J.decode(p) for p, _ in w.spool.journal.read(0, 10))] == ["insert"]  # type: ignore[union-attr]
+        await w.finish(done(e), wait=True)
+        assert w.pending_rows() == 2
+        assert [op for op in queued if op.kind != "heartbeat"] == []  # neither write took the queue
+        proxy.restore()
+        await wait_until(lambda: not w.spooling)
+        found = await rows(direct)
+    finally:
+        await w.stop()
+        await engine.dispose()
+    assert found["lone"].status == "success" and found["warm"].status == "success"
+
+
 async def test_applying_records_twice_changes_nothing(engine: AsyncEngine) -> None:
     from tests.ledger.conftest import row
 
