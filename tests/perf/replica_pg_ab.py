@@ -20,18 +20,24 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
 import asyncpg
 
 from gateway import db as gdb
-from gateway.domain import LedgerEntry, Usage
+from gateway.decisions.pricing import price_usage
+from gateway.domain import LedgerEntry, Price, PriceVersion, Usage
 from gateway.ledger.engine_sink import EngineSink
 from gateway.ledger.sinks import UPDATE_STATEMENT, WriteOp, _update_binds
 from gateway.ledger.tables import entry_values, ledger
 from gateway.ledger.writer import SqlLedger
 
 usage = Usage(231, 0, 76, source="provider")
+# Priced as the gateway prices a completed row: every money column set.
+PRICE = Price("CNY", 1_000_000, Decimal("1"), Decimal("2"), Decimal("0.1"))
+VERSION = PriceVersion(1, datetime(2026, 1, 1, tzinfo=timezone.utc), "CNY", {}, {("deepseek", "deepseek-v2"): PRICE})
+COST = price_usage(usage, PRICE, VERSION, datetime(2026, 1, 1, tzinfo=timezone.utc))
 
 
 def entry(i: int, tag: str, replica: str = "ab-replica") -> LedgerEntry:
@@ -41,7 +47,8 @@ def entry(i: int, tag: str, replica: str = "ab-replica") -> LedgerEntry:
 
 
 def done(e: LedgerEntry) -> LedgerEntry:
-    return replace(e, status="success", usage=usage, attempts=1, latency_ms=5)
+    return replace(e, status="success", usage=usage, cost=COST, baseline_cost=COST.total_reporting, attempts=1,
+                   latency_ms=5)
 
 
 async def ledger_for(engine: Any, replica: str, spool: str, direct: bool) -> SqlLedger:
@@ -91,7 +98,7 @@ async def main(url: str, c64: bool) -> None:
         "direct (caller writes)": lambda i, t: through(direct, i, t),
         "sink (EngineSink.write)": by_sink, "raw (asyncpg prepared)": by_raw}
     res: dict[str, list[float]] = {k: [] for k in fns}
-    for rnd in range(6):
+    for rnd in range(10):
         for name in (list(fns) if rnd % 2 == 0 else list(fns)[::-1]):
             tag = uuid.uuid4().hex[:6]
             for i in range(20):
@@ -101,7 +108,7 @@ async def main(url: str, c64: bool) -> None:
             for i in range(n):
                 await fns[name](i, tag)
             res[name].append((time.process_time() - t0) / n)
-    print("c1, CPU per request (open + finish), 6 interleaved rounds of 300:")
+    print("c1, CPU per request (open + finish), 10 interleaved rounds of 300:")
     for k, v in res.items():
         print(f"  {k:<26} median {statistics.median(v) * 1e6:6.0f} us, min {min(v) * 1e6:6.0f}")
     q, dr = statistics.median(res["queue (writer task)"]), statistics.median(res["direct (caller writes)"])
