@@ -243,21 +243,24 @@ class SqlLedger:
     async def _write_direct(self, op: WriteOp) -> None:
         """Write a lone op by its caller (the sink lock free, the queue empty: see the module doc)."""
         self._pending += 1
-        async with self._sink_lock:  # free: taken without yielding, so nothing can slip in before us
-            try:
+        try:
+            # Free, so taken without yielding; only when the writer task was just handed the lock (it then waits
+            # its turn, behind the writer's batch of earlier writes) does this wait.
+            async with self._sink_lock:
                 commits = await self._sink.write([op])
-            except Exception as e:
-                # Neither committed nor spooled (the spool takes an outage): as the writer would report it.
-                self._pending -= 1
-                self._gave_up(op, e)
-                raise
-            except BaseException:
-                # Cancelled mid-write (the client's request ended): the queue finishes it, on a fresh connection.
-                self._pending -= 1
-                self._reset_due = True
-                op.uncertain = True
-                self._enqueue(op)
-                raise
+        except Exception as e:
+            # Neither committed nor spooled (the spool takes an outage): as the writer would report it.
+            self._pending -= 1
+            self._gave_up(op, e)
+            raise
+        except BaseException:
+            # Cancelled (a server shutting down past its grace period), maybe mid-write: the queue finishes it, on a
+            # fresh connection.
+            self._pending -= 1
+            self._reset_due = True
+            op.uncertain = True
+            self._enqueue(op)
+            raise
         self._pending -= 1
         if commits:  # 0: journaled (the database is unreachable)
             self.transactions += commits

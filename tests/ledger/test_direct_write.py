@@ -164,3 +164,24 @@ async def test_a_lone_write_whose_caller_is_cancelled_still_lands_once(engine: A
         await writer.stop()
     assert await statuses(engine) == {"warm": ["success"], "cut": ["success"]}
     assert [(op.kind, op.uncertain) for b in batches for op in b] == [("insert", True), ("update", False)]
+
+
+async def test_a_lone_write_the_database_refuses_fails_its_caller_and_the_next_one_goes_through(
+        engine: AsyncEngine) -> None:
+    from gateway.errors import StateUnavailable
+
+    writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
+    await writer.start()
+    queued = spy_queue(writer)
+    try:
+        await writer.open(entry("dup"))
+        await writer.finish(done("dup"), wait=True)
+        with pytest.raises(StateUnavailable):  # the same request id again: refused (not an outage: not spooled)
+            await writer.open(entry("dup"))
+        assert writer.pending_rows() == 0
+        await writer.open(entry("next"))
+        await writer.finish(done("next"), wait=True)
+        assert queued == [] and writer.direct_commits == 4
+    finally:
+        await writer.stop()
+    assert await statuses(engine) == {"dup": ["success"], "next": ["success"]}
