@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import replace
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, upgrade
 from gateway.domain import Usage
 from gateway.ledger.engine_sink import EngineSink
 from gateway.ledger.sinks import WriteOp
@@ -21,16 +20,6 @@ from gateway.ledger.tables import ledger
 from gateway.ledger.writer import SqlLedger
 from tests.ledger.test_inline_commit import spy_queue
 from tests.ledger.test_writer import entry
-
-
-@pytest.fixture
-async def engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(pg_url, pool_size=4)
-    await upgrade(eng)
-    async with eng.begin() as conn:
-        await conn.execute(ledger.delete())
-    yield eng
-    await eng.dispose()
 
 
 async def statuses(engine: AsyncEngine) -> dict[str, list[str]]:
@@ -73,8 +62,8 @@ def wrap_inner_write(writer: SqlLedger, around: Callable[[Callable[[list[WriteOp
     return sink
 
 
-async def test_a_lone_write_commits_without_the_writer_task(engine: AsyncEngine, pg_url: str) -> None:
-    writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
+async def test_a_lone_write_commits_without_the_writer_task(direct: AsyncEngine, pg_url: str) -> None:
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
     await writer.start()
     queued, batches = spy_queue(writer), count_batches(writer)
     other = await asyncpg.connect(pg_url)  # what another process sees
@@ -92,8 +81,8 @@ async def test_a_lone_write_commits_without_the_writer_task(engine: AsyncEngine,
 
 
 async def test_direct_and_queued_writes_never_share_the_connection_and_keep_each_rows_order(
-        engine: AsyncEngine) -> None:
-    writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
+        direct: AsyncEngine) -> None:
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
     await writer.start()
     batches = count_batches(writer)
     busy, overlaps, order = 0, 0, []
@@ -126,14 +115,14 @@ async def test_direct_and_queued_writes_never_share_the_connection_and_keep_each
     assert writer.direct_commits > 0 and batches  # both paths ran, concurrently
     for i in range(40):
         assert order.index(("insert", f"r{i}")) < order.index(("update", f"r{i}"))
-    assert await statuses(engine) == {f"r{i}": ["success"] for i in range(40)}
+    assert await statuses(direct) == {f"r{i}": ["success"] for i in range(40)}
 
 
 @pytest.mark.parametrize("landed", [False, True], ids=["cut-before-commit", "cut-after-commit"])
-async def test_a_lone_write_whose_caller_is_cancelled_still_lands_once(engine: AsyncEngine, landed: bool) -> None:
+async def test_a_lone_write_whose_caller_is_cancelled_still_lands_once(direct: AsyncEngine, landed: bool) -> None:
     """The pipeline cancels a request (a server shutting down); its row's insert may or may not have committed. The
     queue writes it anyway, ignoring its own earlier copy, before the request's final update."""
-    writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
     await writer.start()
     batches = count_batches(writer)
     gate = asyncio.Event()
@@ -162,15 +151,15 @@ async def test_a_lone_write_whose_caller_is_cancelled_still_lands_once(engine: A
         await writer.finish(done("cut"), wait=False)  # as the pipeline closes a cancelled request's books
     finally:
         await writer.stop()
-    assert await statuses(engine) == {"warm": ["success"], "cut": ["success"]}
+    assert await statuses(direct) == {"warm": ["success"], "cut": ["success"]}
     assert [(op.kind, op.uncertain) for b in batches for op in b] == [("insert", True), ("update", False)]
 
 
 async def test_a_lone_write_the_database_refuses_fails_its_caller_and_the_next_one_goes_through(
-        engine: AsyncEngine) -> None:
+        direct: AsyncEngine) -> None:
     from gateway.errors import StateUnavailable
 
-    writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
     await writer.start()
     queued = spy_queue(writer)
     try:
@@ -184,4 +173,4 @@ async def test_a_lone_write_the_database_refuses_fails_its_caller_and_the_next_o
         assert queued == [] and writer.direct_commits == 4
     finally:
         await writer.stop()
-    assert await statuses(engine) == {"dup": ["success"], "next": ["success"]}
+    assert await statuses(direct) == {"dup": ["success"], "next": ["success"]}
