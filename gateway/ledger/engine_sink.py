@@ -81,8 +81,9 @@ class EngineSink(Sink):
         self._conn: AsyncConnection | None = None
         self._driver: Any = None  # the asyncpg connection under self._conn
         self._prepared: dict[tuple[str, tuple[str, ...]], _Prepared] = {}
+        self._asyncpg = engine.dialect.name == "postgresql"  # rows as asyncpg prepared statements
         # PostgreSQL's writes are awaited round trips: a lone write's caller may make its own (see the writer).
-        self.writes_direct = engine.dialect.name == "postgresql"
+        self.writes_direct = self._asyncpg
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is None:
@@ -151,7 +152,7 @@ class EngineSink(Sink):
 
     async def write(self, batch: list[WriteOp]) -> int:
         inserts, updates, beat, uncertain = _split(batch)
-        if (not self.writes_direct or uncertain or (inserts and updates and _overlap(inserts, updates))):
+        if not self._asyncpg or uncertain or (inserts and updates and _overlap(inserts, updates)):
             # One transaction (SQLite via aiosqlite, in-batch overlap, a write cut short that may have landed).
             async with self._engine.begin() as conn:
                 await _write(conn, inserts, updates, beat, uncertain)
