@@ -4,7 +4,9 @@ PostgreSQL (and anything else; `EngineSink`): one dedicated autocommit connectio
 executemany and so are its updates (one round trip each). On PostgreSQL the row writes run as asyncpg prepared
 statements that SQLAlchemy compiled once (`_Prepared`): the same SQL and the same stored values (SQLAlchemy's own
 bind processors), without SQLAlchemy's per-call work, which cost ~2/3 of the CPU of a request's two writes
-(tests/perf/FINDINGS.md, replica path).
+(tests/perf/FINDINGS.md, replica path). A lone row (the writer's direct writes) is one prepared `fetch` rather
+than an executemany; processors are skipped for the values they return unchanged (`_shortcut`), and an update's
+parameters are read straight from the row.
 """
 
 from __future__ import annotations

@@ -272,30 +272,33 @@ class SqlLedger:
             first = await self._queue.get()
             if first is _STOP:
                 break
-            batch: list[WriteOp] = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is _STOP:
-                    stopping = True  # flush what came before the stop, then end
-                    break
-                batch.append(nxt)
-            await self._commit(batch)
+            # The sink first (free unless a direct write holds it): what arrives meanwhile joins this batch, rather
+            # than a batch of one waiting for the direct write and the rest waiting for it (tests/perf/FINDINGS.md).
+            async with self._sink_lock:
+                batch: list[WriteOp] = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if nxt is _STOP:
+                        stopping = True  # flush what came before the stop, then end
+                        break
+                    batch.append(nxt)
+                await self._commit(batch)
 
     async def _commit(self, batch: list[WriteOp]) -> None:
-        async with self._sink_lock:
-            if self._reset_due:
-                self._reset_due = False
-                with contextlib.suppress(Exception):
-                    await self._sink.reset()
-            try:
-                self.transactions += await self._sink.write(batch)
-                self._resolve(batch, None)
-            except Exception as batch_error:
-                await self._commit_one_by_one(batch, batch_error)
-            await self._sink.after_batch()
+        """Write `batch`, holding the sink lock."""
+        if self._reset_due:
+            self._reset_due = False
+            with contextlib.suppress(Exception):
+                await self._sink.reset()
+        try:
+            self.transactions += await self._sink.write(batch)
+            self._resolve(batch, None)
+        except Exception as batch_error:
+            await self._commit_one_by_one(batch, batch_error)
+        await self._sink.after_batch()
 
     async def _commit_one_by_one(self, batch: list[WriteOp], batch_error: Exception) -> None:
         if len(batch) == 1:

@@ -174,3 +174,32 @@ async def test_a_lone_write_the_database_refuses_fails_its_caller_and_the_next_o
     finally:
         await writer.stop()
     assert await statuses(direct) == {"dup": ["success"], "next": ["success"]}
+
+
+async def test_writes_queued_while_a_direct_write_holds_the_sink_form_one_batch(direct: AsyncEngine) -> None:
+    """The writer task waits for the sink before it forms its batch: what queues meanwhile commits together."""
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
+    await writer.start()
+    batches = count_batches(writer)
+    gate = asyncio.Event()
+
+    async def held(write: Callable[[list[WriteOp]], Awaitable[int]], batch: list[WriteOp]) -> int:
+        if batch[0].request_id == "long":
+            await gate.wait()
+        return await write(batch)
+
+    wrap_inner_write(writer, held)
+    try:
+        first = asyncio.create_task(writer.open(entry("long")))  # alone: direct, held at the sink
+        await asyncio.sleep(0.05)
+        others = []
+        for i in range(3):  # "long" is open: queued, each after the writer task took the one before
+            others.append(asyncio.create_task(writer.open(entry(f"r{i}"))))
+            await asyncio.sleep(0.02)
+        assert not any(t.done() for t in [first, *others])
+        gate.set()
+        await asyncio.gather(first, *others)
+    finally:
+        await writer.stop()
+    assert writer.direct_commits == 1
+    assert [[op.request_id for op in b] for b in batches] == [["r0", "r1", "r2"]]
