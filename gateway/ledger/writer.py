@@ -92,6 +92,9 @@ class SqlLedger:
         # Held by whoever uses the sink: the writer task around a batch, a caller around its direct write.
         self._sink_lock = asyncio.Lock()
         self._reset_due = False  # a direct write was cut short: the sink's connection is in an unknown state
+        # The writer task's last batch held several writes: requests are arriving together, and a lone write now
+        # is likely the first of a wave whose others would wait for its round trip (group commit does better).
+        self._busy = False
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         self._lock: ReplicaLock = lock_for(engine, replica_id, wait_s=lock_wait_s) if liveness_lock else ReplicaLock()
@@ -211,7 +214,7 @@ class SqlLedger:
             if sink.can_commit_now():
                 if self._commit_alone(op):
                     return
-            elif sink.writes_direct and not self._sink_lock.locked():
+            elif sink.writes_direct and not self._sink_lock.locked() and not self._busy:
                 await self._write_direct(op)
                 return
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
@@ -285,6 +288,7 @@ class SqlLedger:
                         stopping = True  # flush what came before the stop, then end
                         break
                     batch.append(nxt)
+                self._busy = len(batch) > 1
                 await self._commit(batch)
 
     async def _commit(self, batch: list[WriteOp]) -> None:

@@ -203,3 +203,24 @@ async def test_writes_queued_while_a_direct_write_holds_the_sink_form_one_batch(
         await writer.stop()
     assert writer.direct_commits == 1
     assert [[op.request_id for op in b] for b in batches] == [["r0", "r1", "r2"]]
+
+
+async def test_after_a_batch_of_several_a_lone_write_takes_the_queue_once(direct: AsyncEngine) -> None:
+    """Writes arriving together (the writer's last batch held several) mean a lone write is likely the first of a
+    wave: it takes the queue, so the others share its commit instead of waiting for its round trip. A batch of one
+    later, lone writes go direct again."""
+    writer = SqlLedger(direct, replica_id="rep-a", migrate=False)
+    await writer.start()
+    queued, batches = spy_queue(writer), count_batches(writer)
+    try:
+        await writer.open(entry("a"))
+        await asyncio.gather(writer.open(entry("b")), writer.open(entry("c")))  # "a" is open: queued, one batch
+        await asyncio.gather(*(writer.finish(done(r), wait=True) for r in "abc"))
+        assert [len(b) for b in batches] == [2, 3] and writer.direct_commits == 1
+        await writer.open(entry("d"))  # alone, but just after a batch of several
+        assert [op.kind for op in queued if op.request_id == "d"] == ["insert"] and writer.direct_commits == 1
+        await writer.finish(done("d"), wait=True)  # alone after a batch of one: direct
+        assert writer.direct_commits == 2 and len(batches) == 3
+    finally:
+        await writer.stop()
+    assert await statuses(direct) == {r: ["success"] for r in "abcd"}
