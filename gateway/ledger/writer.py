@@ -19,9 +19,13 @@ mean every earlier write is committed.
 PostgreSQL cannot commit synchronously, but a lone write's caller awaits the sink itself (`_write_direct`), holding
 the sink lock the writer task holds around each batch, so the two never share the connection; the lock is free and
 the queue empty, so every earlier write is committed. That saves the queue, the future and the writer task's
-wake-up (tests/perf/FINDINGS.md, replica path). A direct write whose caller is cancelled mid-way may or may not have
-committed: it goes to the queue as `uncertain` (an insert that ignores its own earlier copy; an update is idempotent)
-on a fresh connection, so the write still happens, once, before anything its request writes next.
+wake-up (tests/perf/FINDINGS.md, replica path). Right after the writer task committed a batch of several writes, a
+lone write takes the queue all the same: requests are arriving together, and the others of its wave would otherwise
+wait for its round trip before sharing a commit (one batch of one later, lone writes go direct again). The writer
+takes the lock before it forms a batch, so what queues behind a direct write commits together. A direct write whose
+caller is cancelled mid-way may or may not have committed: it goes to the queue as `uncertain` (an insert that
+ignores its own earlier copy; an update is idempotent) on a fresh connection, so the write still happens, once,
+before anything its request writes next.
 
 How a batch reaches the database is `gateway/ledger/sinks.py`.
 
