@@ -37,6 +37,9 @@ class WriteOp:
     counts: bool = True  # a ledger row (not a heartbeat): part of pending_rows()
     entry: LedgerEntry | None = None
     at: datetime | None = None
+    # A write cut short (its caller cancelled mid-write) that may or may not have committed: its insert must not
+    # fail on the row it may already have written (sinks write it as INSERT ... ON CONFLICT DO NOTHING).
+    uncertain: bool = False
 
     def row(self) -> dict[str, Any]:
         """Every column of the row (an update's may hold every column: sinks read request_id and UPDATABLE)."""
@@ -73,15 +76,47 @@ class Sink:
         """Commit `batch` before returning, or raise having committed nothing."""
         raise NotImplementedError
 
+    # An asynchronous sink (a database over the network) whose `write` a lone write's caller may await itself,
+    # holding the writer's sink lock, instead of handing it to the writer task (see the writer).
+    writes_direct = False
+
+    async def reset(self) -> None:
+        """Forget the connection: a write on it was cut short, its state is unknown."""
+        return None
+
     async def close(self) -> None:
         return None
 
 
-def _split(batch: list[WriteOp]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], WriteOp | None]:
-    inserts = [op.row() for op in batch if op.kind == "insert"]
-    updates = [op.row() for op in batch if op.kind == "update"]
-    beats = [op for op in batch if op.kind == "heartbeat"]
-    return inserts, updates, beats[-1] if beats else None
+def _split(batch: list[WriteOp]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], WriteOp | None, bool]:
+    """The batch's insert rows, update rows, last heartbeat, and whether an insert is `uncertain`."""
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    beat: WriteOp | None = None
+    uncertain = False
+    for op in batch:
+        kind = op.kind
+        if kind == "insert":
+            inserts.append(op.row())
+            uncertain = uncertain or op.uncertain
+        elif kind == "update":
+            updates.append(op.row())
+        else:
+            beat = op
+    return inserts, updates, beat, uncertain
+
+
+def insert_ignoring_duplicates(dialect: str) -> Any:
+    """INSERT that leaves a row already there (same request_id) as it is."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(ledger).on_conflict_do_nothing(index_elements=["request_id"])
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(ledger).on_conflict_do_nothing(index_elements=["request_id"])
+    return ledger.insert().prefix_with("IGNORE")  # MySQL spelling; other dialects are not supported for ledgers
 
 
 _UPDATE_BINDS = [(f"b_{k}", k) for k in ("request_id", *UPDATABLE)]

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.ledger import journal as J
 from gateway.ledger.recovery import heartbeat
-from gateway.ledger.sinks import UPDATE_STATEMENT, Sink, WriteOp, _update_binds
+from gateway.ledger.sinks import UPDATE_STATEMENT, Sink, WriteOp, _update_binds, insert_ignoring_duplicates
 from gateway.ledger.tables import ledger
 
 log = logging.getLogger(__name__)
@@ -66,24 +66,12 @@ def is_outage_cause(orig: BaseException | None) -> bool:
     return orig is not None and ("Connection" in name or "CannotConnectNow" in name or isinstance(orig, OSError))
 
 
-def _insert_ignoring_duplicates(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(ledger).on_conflict_do_nothing(index_elements=["request_id"])
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(ledger).on_conflict_do_nothing(index_elements=["request_id"])
-    return ledger.insert().prefix_with("IGNORE")  # MySQL spelling; other dialects are not supported for ledgers
-
-
 async def apply_records(conn: AsyncConnection, records: list[tuple[str, dict[str, Any]]]) -> None:
     """Apply journal records idempotently, in one transaction the caller owns (see the module doc)."""
     inserts = [v for k, v in records if k == "insert"]
     updates = [v for k, v in records if k == "update"]
     if inserts:
-        await conn.execute(_insert_ignoring_duplicates(conn.dialect.name), inserts)
+        await conn.execute(insert_ignoring_duplicates(conn.dialect.name), inserts)
     if updates:
         await conn.execute(UPDATE_STATEMENT, _update_binds(updates))
 
@@ -93,6 +81,7 @@ class SpoolingSink(Sink):
                  clock: Callable[[], datetime], deadline_s: float | None = 2.0, retry_s: float = 1.0,
                  drain_batch: int = 500, drain_timeout_s: float = 10.0) -> None:
         self.inner = inner
+        self.writes_direct = inner.writes_direct
         self._engine = engine
         self.spool_dir = Path(spool_dir).absolute()
         self._replica_id = replica_id
@@ -161,6 +150,9 @@ class SpoolingSink(Sink):
 
     def commit_now(self, batch: list[WriteOp]) -> None:
         self.inner.commit_now(batch)
+
+    async def reset(self) -> None:
+        await self._reset_inner()
 
     async def after_batch(self) -> None:
         if not self.spooling:

@@ -16,6 +16,17 @@ Anything else, including an inline commit that fails (say, the database is locke
 queue, which owns retries, the thread fallback and error reporting. Ordering holds: an empty queue and an idle sink
 mean every earlier write is committed.
 
+PostgreSQL cannot commit synchronously, but a lone write's caller awaits the sink itself (`_write_direct`), holding
+the sink lock the writer task holds around each batch, so the two never share the connection; the lock is free and
+the queue empty, so every earlier write is committed. That saves the queue, the future and the writer task's
+wake-up (tests/perf/FINDINGS.md, replica path). Right after the writer task committed a batch of several writes, a
+lone write takes the queue all the same: requests are arriving together, and the others of its wave would otherwise
+wait for its round trip before sharing a commit (one batch of one later, lone writes go direct again). The writer
+takes the lock before it forms a batch, so what queues behind a direct write commits together. A direct write whose
+caller is cancelled mid-way may or may not have committed: it goes to the queue as `uncertain` (an insert that
+ignores its own earlier copy; an update is idempotent) on a fresh connection, so the write still happens, once,
+before anything its request writes next.
+
 How a batch reaches the database is `gateway/ledger/sinks.py`.
 
 At start the writer takes its liveness lock (`gateway/ledger/liveness.py`) before it registers or writes anything,
@@ -82,6 +93,12 @@ class SqlLedger:
         # Request ids of rows opened and not yet finished (the "siblings" a write could share a commit with).
         self._open_rows: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
+        # Held by whoever uses the sink: the writer task around a batch, a caller around its direct write.
+        self._sink_lock = asyncio.Lock()
+        self._reset_due = False  # a direct write was cut short: the sink's connection is in an unknown state
+        # The writer task's last batch held several writes: requests are arriving together, and a lone write now
+        # is likely the first of a wave whose others would wait for its round trip (group commit does better).
+        self._busy = False
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         self._lock: ReplicaLock = lock_for(engine, replica_id, wait_s=lock_wait_s) if liveness_lock else ReplicaLock()
@@ -130,7 +147,8 @@ class SqlLedger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         if self._writer is not None:
-            self._queue.put_nowait(_STOP)
+            async with self._sink_lock:  # after a direct write in progress (cut short, it hands its op to the queue)
+                self._queue.put_nowait(_STOP)
             await self._writer
         await self._sink.close()
         # Both bounded: a database that stopped answering must not hold up the process's exit.
@@ -195,8 +213,14 @@ class SqlLedger:
             raise RuntimeError("the ledger is not running (start() not called, or stopped)")
         # Only a waited write: an unwaited one (a streamed response already ended) costs its caller nothing queued,
         # and stays visible in pending_rows() until the writer commits it.
-        if alone and wait and self._queue.empty() and self._sink.can_commit_now() and self._commit_alone(op):
-            return
+        if alone and wait and self._queue.empty():
+            sink = self._sink
+            if sink.can_commit_now():
+                if self._commit_alone(op):
+                    return
+            elif sink.writes_direct and not self._sink_lock.locked() and not self._busy:
+                await self._write_direct(op)
+                return
         fut: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         op.future = fut
         self._enqueue(op)
@@ -223,25 +247,60 @@ class SqlLedger:
         self.direct_commits += 1
         return True
 
+    async def _write_direct(self, op: WriteOp) -> None:
+        """Write a lone op by its caller (the sink lock free, the queue empty: see the module doc)."""
+        self._pending += 1
+        try:
+            # Free, so taken without yielding; only when the writer task was just handed the lock (it then waits
+            # its turn, behind the writer's batch of earlier writes) does this wait.
+            async with self._sink_lock:
+                commits = await self._sink.write([op])
+        except Exception as e:
+            # Neither committed nor spooled (the spool takes an outage): as the writer would report it.
+            self._pending -= 1
+            self._gave_up(op, e)
+            raise
+        except BaseException:
+            # Cancelled (a server shutting down past its grace period), maybe mid-write: the queue finishes it, on a
+            # fresh connection.
+            self._pending -= 1
+            self._reset_due = True
+            op.uncertain = True
+            self._enqueue(op)
+            raise
+        self._pending -= 1
+        if commits:  # 0: journaled (the database is unreachable)
+            self.transactions += commits
+            self.direct_commits += 1
+
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
             first = await self._queue.get()
             if first is _STOP:
                 break
-            batch: list[WriteOp] = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is _STOP:
-                    stopping = True  # flush what came before the stop, then end
-                    break
-                batch.append(nxt)
-            await self._commit(batch)
+            # The sink first (free unless a direct write holds it): what arrives meanwhile joins this batch, rather
+            # than a batch of one waiting for the direct write and the rest waiting for it (tests/perf/FINDINGS.md).
+            async with self._sink_lock:
+                batch: list[WriteOp] = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if nxt is _STOP:
+                        stopping = True  # flush what came before the stop, then end
+                        break
+                    batch.append(nxt)
+                self._busy = len(batch) > 1
+                await self._commit(batch)
 
     async def _commit(self, batch: list[WriteOp]) -> None:
+        """Write `batch`, holding the sink lock."""
+        if self._reset_due:
+            self._reset_due = False
+            with contextlib.suppress(Exception):
+                await self._sink.reset()
         try:
             self.transactions += await self._sink.write(batch)
             self._resolve(batch, None)
@@ -278,8 +337,11 @@ class SqlLedger:
             log.warning("ledger write failed (%s), retrying in %.1fs: %s", op.kind, self._retry_s, error)
             asyncio.get_running_loop().call_later(self._retry_s, self._queue.put_nowait, op)
             return
-        log.error("ledger write failed for good (%s %s): %s", op.kind, op.request_id, error)
+        self._gave_up(op, error)
         self._resolve([op], error)
+
+    def _gave_up(self, op: WriteOp, error: Exception) -> None:
+        log.error("ledger write failed for good (%s %s): %s", op.kind, op.request_id, error)
 
     async def _tick_loop(self) -> None:
         since_recovery = 0.0

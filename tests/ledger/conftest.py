@@ -55,6 +55,17 @@ async def engine(ledger_url: str) -> AsyncIterator[AsyncEngine]:
         await eng.dispose()
 
 
+@pytest.fixture
+async def direct(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    """The test module's PostgreSQL database (tests/conftest.py `pg_url`), migrated, its ledger emptied."""
+    eng = create_engine(pg_url, pool_size=2)
+    await upgrade(eng)
+    async with eng.begin() as conn:
+        await conn.execute(ledger.delete())
+    yield eng
+    await eng.dispose()
+
+
 def row(request_id: str, started_at: datetime = T0, *, team: str = "t1", key_id: str | None = "k1",
         route: str = "auto", provider: str = "volcengine", model: str = "doubao-pro-32k", price_version: int = 1,
         tokens: tuple[int, ...] = (0, 0, 0), costs: tuple[str, ...] | None = None,

@@ -49,8 +49,8 @@ async def test_a_lone_write_is_committed_by_its_caller(engine: AsyncEngine, ledg
         e = entry("req-1")
         await writer.open(e)
         if not ledger_url.startswith("sqlite"):
-            # PostgreSQL (EngineSink): async, so always the queue.
-            assert writer.direct_commits == 0 and [op.kind for op in queued] == ["insert"]
+            # PostgreSQL: awaited by its caller, not inline (tests/ledger/test_direct_write.py), still not queued.
+            assert writer.direct_commits == 1 and queued == []
             return
         sink = writer._sink
         assert isinstance(sink, SqliteSink)
@@ -72,7 +72,7 @@ async def test_a_lone_write_is_committed_by_its_caller(engine: AsyncEngine, ledg
     assert writer.pending_rows() == 0 and (await fetch(engine, "req-2")).status == "client_disconnected"
 
 
-async def test_a_write_while_another_row_is_open_takes_the_queue(engine: AsyncEngine, ledger_url: str) -> None:
+async def test_a_write_while_another_row_is_open_takes_the_queue(engine: AsyncEngine) -> None:
     writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
     await writer.start()
     queued = spy_queue(writer)
@@ -84,8 +84,7 @@ async def test_a_write_while_another_row_is_open_takes_the_queue(engine: AsyncEn
         assert [op.kind for op in queued[before:]] == ["insert", "update"] and writer.direct_commits == direct
         # Only its own row open: an in-place update (still in flight, after a fallback) is alone again.
         await writer.finish(replace(entry("long"), provider="deepseek"), wait=True)
-        if ledger_url.startswith("sqlite"):
-            assert len(queued) == before + 2 and writer.direct_commits == direct + 1
+        assert len(queued) == before + 2 and writer.direct_commits == direct + 1
     finally:
         await writer.stop()
     assert (await fetch(engine, "short")).status == "success"
@@ -144,7 +143,7 @@ async def test_an_inline_commit_that_finds_the_database_locked_is_queued_not_los
 async def test_a_lone_write_is_durable_when_its_call_returns_with_no_await_to_cancel_in_between(
         engine: AsyncEngine, ledger_url: str) -> None:
     if not ledger_url.startswith("sqlite"):
-        pytest.skip("SQLite only: PostgreSQL writes always take the queue")
+        pytest.skip("SQLite only: a PostgreSQL write awaits its round trip")
     writer = SqlLedger(engine, replica_id="rep-a", migrate=False)
     await writer.start()
     try:

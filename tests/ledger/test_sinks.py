@@ -104,3 +104,39 @@ async def test_postgresql_prepared_write_errors_are_sqlalchemy_errors(engine, le
         await sink.write([WriteOp("insert", entry=entry("after"), at=T0)])  # the connection is usable again
     finally:
         await sink.close()
+
+
+async def test_postgresql_prepared_writes_still_refuse_what_the_column_types_refuse(engine, ledger_url) -> None:  # type: ignore[no-untyped-def]
+    """The prepared path skips SQLAlchemy's processors only for values they return unchanged: negative or non-finite
+    money and naive times are still refused, and an int amount is still stored as its Decimal."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    import pytest
+
+    from gateway.ledger.engine_sink import EngineSink
+    from tests.ledger.test_writer import T0, entry
+
+    if not ledger_url.startswith("postgresql"):
+        return
+    sink = EngineSink(engine)
+    try:
+        for bad in (Decimal("-0.01"), Decimal("NaN"), Decimal("Infinity")):
+            with pytest.raises(ValueError):
+                await sink.write([WriteOp("update", entry=replace(entry("r"), status="success", baseline_cost=bad),
+                                          at=T0)])
+        with pytest.raises(ValueError):
+            await sink.write([WriteOp("insert", entry=replace(entry("naive"), started_at=T0.replace(tzinfo=None)),
+                                      at=T0)])
+        await sink.write([WriteOp("insert", entry=entry("r"), at=T0)])
+        await sink.write([WriteOp("update", entry=replace(entry("r"), status="success", baseline_cost=Decimal("-0")),
+                                  at=T0)])
+        await sink.write([WriteOp("update", entry=replace(entry("r"), status="success", baseline_cost=3), at=T0)])  # type: ignore[arg-type]
+        async with engine.connect() as conn:
+            import sqlalchemy as sa
+
+            from gateway.ledger.tables import ledger
+            stored = (await conn.execute(sa.select(ledger.c.baseline_cost).where(ledger.c.request_id == "r"))).scalar()
+        assert stored == Decimal(3)
+    finally:
+        await sink.close()

@@ -8,14 +8,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import create_engine, upgrade
+from gateway.db import create_engine
 from gateway.domain import LedgerEntry, Usage
 from gateway.ledger import journal as J
 from gateway.ledger.recovery import recover
@@ -53,21 +53,18 @@ async def wait_until(cond, timeout_s: float = 20.0) -> None:  # type: ignore[no-
         await asyncio.sleep(0.05)
 
 
+async def restored(proxy: CutProxy, w: SqlLedger, direct: AsyncEngine) -> dict[str, sa.Row]:  # type: ignore[type-arg]
+    """Bring the database back, wait for the journal to drain, and read every row."""
+    proxy.restore()
+    await wait_until(lambda: not w.spooling)
+    return await rows(direct)
+
+
 @pytest.fixture
 def pg_proxy(pg_url: str) -> Iterator[tuple[CutProxy, str]]:
     parts = urlsplit(pg_url)
     with CutProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         yield proxy, pg_url.replace(f"{parts.hostname}:{parts.port}", proxy.url_host)
-
-
-@pytest.fixture
-async def direct(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(pg_url, pool_size=2)
-    await upgrade(eng)
-    async with eng.begin() as conn:
-        await conn.execute(ledger.delete())
-    yield eng
-    await eng.dispose()
 
 
 def writer(engine: AsyncEngine, spool: Path, replica: str = "rep-a", **kw: object) -> SqlLedger:
@@ -155,13 +152,43 @@ async def test_rows_closed_as_interrupted_while_their_replica_spooled_end_with_t
         await asyncio.sleep(1.2)  # past stale_after_s
         closed = await recover(direct, now(), 1.0)
         assert closed == ["long"]
-        proxy.restore()
-        await wait_until(lambda: not w.spooling)
-        found = await rows(direct)
+        found = await restored(proxy, w, direct)
     finally:
         await w.stop()
         await engine.dispose()
     assert found["long"].status == "success" and found["long"].output_tokens == 7
+
+
+@pytest.mark.parametrize("fault", ["cut", "hang"])
+async def test_a_lone_write_its_caller_makes_while_postgresql_is_down_is_journaled_and_the_request_goes_on(
+        pg_proxy: tuple[CutProxy, str], direct: AsyncEngine, tmp_path: Path, fault: str) -> None:
+    """A lone write goes to the sink from its caller, not the writer task (tests/ledger/test_direct_write.py): the
+    spool still takes it when the database cannot, durably, before open() returns."""
+    from tests.ledger.test_inline_commit import spy_queue
+
+    proxy, url = pg_proxy
+    engine = create_engine(url, pool_size=2)
+    w = writer(engine, tmp_path / "spool")
+    await w.start()
+    queued = spy_queue(w)
+    try:
+        warm = entry("warm")
+        await w.open(warm)
+        await w.finish(done(warm), wait=True)
+        assert w.direct_commits == 2
+        getattr(proxy, fault)()
+        e = entry("lone")
+        await w.open(e)  # returns: the row is in the journal
+        assert w.spooling and w.pending_rows() == 1 and w.direct_commits == 2
+        assert [kind for kind, _ in (J.decode(p) for p, _ in w.spool.journal.read(0, 10))] == ["insert"]  # type: ignore[union-attr]
+        await w.finish(done(e), wait=True)
+        assert w.pending_rows() == 2
+        assert [op for op in queued if op.kind != "heartbeat"] == []  # neither write took the queue
+        found = await restored(proxy, w, direct)
+    finally:
+        await w.stop()
+        await engine.dispose()
+    assert found["lone"].status == "success" and found["warm"].status == "success"
 
 
 async def test_applying_records_twice_changes_nothing(engine: AsyncEngine) -> None:

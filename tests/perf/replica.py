@@ -117,12 +117,14 @@ class ReplicaBackends:
             asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)'))
             self._created = False
 
-    def proxy(self, standin_port: int, work: Path) -> Proxy:
+    def proxy(self, standin_port: int, work: Path, patches: str | None = None) -> Proxy:
+        """The replica gateway; with `patches`, under tests/perf/proposals/serve_patched.py (an A/B variant)."""
         port = free_port()
-        cmd = gateway_cmd(port)
+        cmd = gateway_cmd(port, patches)
         cmd[cmd.index("--config") + 1] = str(self.config)
         env = {**gateway_env(standin_port, False, work / "unused.db"), "GATEWAY_LEDGER_URL": self.ledger_url}
-        return Proxy("replica", cmd, env, port, "/healthz", work / "replica.log", bearer=self.key)
+        name = "replica" if patches is None else f"replica+{patches}"
+        return Proxy(name, cmd, env, port, "/healthz", work / f"{name}.log", bearer=self.key)
 
     def commits(self) -> int:
         rows = asyncio.run(_pg(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{self.db}'"))
@@ -253,6 +255,10 @@ def _count(proxy: Proxy, wrk_bin: str, body: Path, seconds: int, monitor_prefix:
         time.sleep(1.5)
         c2 = commits() if commits else 0
         peers.update(_socket_peers(proxy.pid))
+        if commits:  # the same at c64 (no strace): how well group commit batches
+            r64 = wrk(wrk_bin, url, body, 64, seconds, f"{proxy.name} commits c64", proxy.bearer)
+            time.sleep(1.5)
+            c3 = commits()
     n = busy["__requests__"]
     per_call = {k: (busy[k] - idle.get(k, 0)) / n for k in busy if k != "__requests__"}
     per_call = {k: v for k, v in sorted(per_call.items(), key=lambda kv: -kv[1]) if v >= 0.05}
@@ -266,6 +272,7 @@ def _count(proxy: Proxy, wrk_bin: str, body: Path, seconds: int, monitor_prefix:
                            "pg_writes": to(5432), "redis_writes": to(REDIS_PORT)}
     if commits:
         out["pg_commits"] = ((c2 - c1) - (c1 - c0)) / n
+        out["pg_commits_c64"] = ((c3 - c2) - (c1 - c0)) / r64["requests"]
     if mon is not None and monitor_prefix:
         cmds = _redis_commands(mon[1], monitor_prefix)
         mon[1].unlink(missing_ok=True)
@@ -288,17 +295,17 @@ def round_trips(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body
 
 
 def stage_profile(backends: ReplicaBackends, standin_port: int, wrk_bin: str, body: Path, work: Path,
-                  seconds: int = 6) -> dict[str, Any]:
+                  seconds: int = 6, ab: str | None = None) -> dict[str, Any]:
     """CPU per request of each awaited stage (serving thread, tests/perf/proposals/serve_patched.py `stages`), at
     concurrency 1 only (warm-up included), embedded and replica path; and the process's whole CPU per request."""
     import json
 
     out: dict[str, Any] = {}
-    for name in ("embedded", "replica"):
+    for name in ("embedded", "replica", *((f"replica+{ab}",) if ab is not None else ())):
         port = free_port()
-        cmd = gateway_cmd(port, "stages")
+        cmd = gateway_cmd(port, "stages" if name == "embedded" else ",".join(["stages", *name.split("+")[1:]]).rstrip(","))
         dump = work / f"stages-{name}.json"
-        if name == "replica":
+        if name != "embedded":
             cmd[cmd.index("--config") + 1] = str(backends.config)
             env = {**gateway_env(standin_port, False, work / "unused.db"), "GATEWAY_LEDGER_URL": backends.ledger_url}
             bearer: str | None = backends.key
@@ -320,7 +327,8 @@ def stage_profile(backends: ReplicaBackends, standin_port: int, wrk_bin: str, bo
 
 
 def replica_bench(stand_port: int, wrk_bin: str, work: Path, plan: Plan, *, strace: bool = True,
-                  stages: bool = False) -> dict[str, Any]:
+                  stages: bool = False, ab: str | None = None) -> dict[str, Any]:
+    """With `ab` (serve_patched patches): that variant of the replica gateway measured in the same rounds too."""
     body = work / "replica-body.json"
     body.write_bytes(chat_body("auto", False))
     direct_url = f"http://127.0.0.1:{stand_port}/direct/v1/chat/completions"
@@ -328,15 +336,20 @@ def replica_bench(stand_port: int, wrk_bin: str, work: Path, plan: Plan, *, stra
     with ReplicaBackends(work) as backends:
         embedded = gateway_proxy(stand_port, False, work)
         embedded.name = "embedded"
-        runs, direct = measure_interleaved([embedded, backends.proxy(stand_port, work)], direct_url, wrk_bin, body,
-                                           False, plan)
+        proxies = [embedded, backends.proxy(stand_port, work)]
+        if ab is not None:
+            proxies.append(backends.proxy(stand_port, work, ab))
+        runs, direct = measure_interleaved(proxies, direct_url, wrk_bin, body, False, plan)
         res["embedded"], res["replica"] = runs["embedded"], runs["replica"]
         res["direct_p50_us"] = statistics.median(d["p50_us"] for d in direct)
         res["paired"] = paired(runs["replica"], runs["embedded"], direct)
+        if ab is not None:
+            res["ab"] = {"name": f"replica+{ab}", "runs": runs[f"replica+{ab}"],
+                         "paired": paired(runs["replica"], runs[f"replica+{ab}"], direct)}
         if strace:
             res["trips"] = round_trips(backends, stand_port, wrk_bin, body, work)
         if stages:
-            res["stages"] = stage_profile(backends, stand_port, wrk_bin, body, work)
+            res["stages"] = stage_profile(backends, stand_port, wrk_bin, body, work, ab=ab)
     return res
 
 
@@ -355,6 +368,14 @@ def render_replica(res: dict[str, Any], plan: Plan) -> str:
         r = res[name]
         lines.append(f"{name:<10} {_med(r, 'cpu_c1_ms'):>14.3f} {_med(r, 'cpu_ms'):>15.3f} "
                      f"{_med(r, 'p50_us') - d:>16.0f} {_med(r, 'rps'):>10.0f}")
+    ab = res.get("ab")
+    if ab:
+        r = ab["runs"]
+        lines.append(f"{ab['name']:<10} {_med(r, 'cpu_c1_ms'):>14.3f} {_med(r, 'cpu_ms'):>15.3f} "
+                     f"{_med(r, 'p50_us') - d:>16.0f} {_med(r, 'rps'):>10.0f}")
+        q = ab["paired"]
+        lines += ["", f"A/B, replica / {ab['name']} (median of per-round ratios): CPU c1 {q['cpu_c1']:.2f}x, "
+                      f"CPU c64 {q['cpu_c64']:.2f}x, req/s c64 {q['rps_c64']:.2f}x, added p50 c1 {q['added_p50_c1']:.2f}x"]
     p = res["paired"]
     lines += ["", "Targets (issue 16; measured, not asserted):",
               f"- replica CPU/request vs embedded at c1:  {p['cpu_c1']:.2f}x (target <= 1.5x)",
@@ -369,7 +390,8 @@ def render_replica(res: dict[str, Any], plan: Plan) -> str:
         lines += ["", f"Per request at c1 under strace -f ({r['requests']} replica, {e['requests']} embedded requests, "
                       "minus an idle window of the same length; counts, not times):",
                   f"- round trips (socket writes): PostgreSQL {r['pg_writes']:.2f}, Redis {r['redis_writes']:.2f}; "
-                  f"PostgreSQL transactions committed {r.get('pg_commits', 0):.2f}",
+                  f"PostgreSQL transactions committed {r.get('pg_commits', 0):.2f} (at c64, no strace: "
+                  f"{r.get('pg_commits_c64', 0):.3f})",
                   "- Redis commands: " + ", ".join(f"{k} {v:.2f}" for k, v in r.get("redis_commands", {}).items()),
                   f"- system calls, replica {r['total_syscalls']:.1f}: " +
                   ", ".join(f"{k} {v:.1f}" for k, v in r["syscalls"].items()),
@@ -378,12 +400,13 @@ def render_replica(res: dict[str, Any], plan: Plan) -> str:
     st = res.get("stages")
     if st:
         lines += ["", "CPU per request by stage at c1 (serving thread, in process; stage wrappers add ~1-2 us each):",
-                  f"{'stage':<34} {'embedded us':>12} {'replica us':>11}"]
-        names = list(dict.fromkeys([*st["replica"]["stages_us"], *st["embedded"]["stages_us"]]))
+                  f"{'stage':<34} " + " ".join(f"{n + ' us':>{max(11, len(n) + 3)}}" for n in st)]
+        names = list(dict.fromkeys(k for v in st.values() for k in v["stages_us"]))
         for k in names:
-            lines.append(f"{k:<34} {st['embedded']['stages_us'].get(k, 0):>12.0f} {st['replica']['stages_us'].get(k, 0):>11.0f}")
-        lines.append(f"{'whole process (from /proc)':<34} {st['embedded']['cpu_ms'] * 1000:>12.0f} "
-                     f"{st['replica']['cpu_ms'] * 1000:>11.0f}")
+            lines.append(f"{k:<34} " + " ".join(f"{v['stages_us'].get(k, 0):>{max(11, len(n) + 3)}.0f}"
+                                                for n, v in st.items()))
+        lines.append(f"{'whole process (from /proc)':<34} " +
+                     " ".join(f"{v['cpu_ms'] * 1000:>{max(11, len(n) + 3)}.0f}" for n, v in st.items()))
     lines.append(f"\n(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on "
                  f"{os.cpu_count()} cores)")
     return "\n".join(lines)

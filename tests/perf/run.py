@@ -1,7 +1,8 @@
 """`make bench`: the gateway's overhead against a bare proxy (and the LiteLLM proxy, when it installs), in one run.
 
     .venv/bin/python -m tests.perf.run [--quick] [--no-litellm] [--no-write] [--no-replica]
-    .venv/bin/python -m tests.perf.run --replica-only [--quick] [--rounds N] [--no-strace]   (`make bench-replica`)
+    .venv/bin/python -m tests.perf.run --replica-only [--quick] [--rounds N] [--no-strace] [--stages]
+        [--replica-ab PATCHES]   (`make bench-replica`)
 
 What it starts (all on loopback, all stopped at the end):
   - the vendor stand-in: nginx (installed with apt-get when missing; a minimal asyncio server only where nginx
@@ -72,14 +73,14 @@ def proposals(variants: list[str], plan: Plan) -> int:
     return 0
 
 
-def replica_only(plan: Plan, strace: bool, stages: bool) -> int:
+def replica_only(plan: Plan, strace: bool, stages: bool, ab: str | None = None) -> int:
     """The replica path beside the embedded one, alone (issue 16)."""
     nginx, wrk_bin = ensure_tools([])
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     stand: StandIn = NginxStandIn(nginx) if nginx else AsyncioStandIn()
     stand.start()
     try:
-        text = render_replica(replica_bench(stand.port, wrk_bin, work, plan, strace=strace, stages=stages),
+        text = render_replica(replica_bench(stand.port, wrk_bin, work, plan, strace=strace, stages=stages, ab=ab),
                               plan)
     finally:
         stand.stop()
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-strace", action="store_true", help="replica path: skip the system-call / round-trip count")
     ap.add_argument("--stages", action="store_true",
                     help="replica path: also CPU per request of each stage at c1 (instrumented gateways)")
+    ap.add_argument("--replica-ab", metavar="PATCHES", default=None,
+                    help="replica path: also a replica gateway with these serve_patched patches, measured in the same "
+                         "rounds (e.g. queuedledger: the ledger's writes before lone ones went direct)")
     ap.add_argument("--routing-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proposals", nargs="+", metavar="PATCHES",
                     help="measure the gateway with in-memory patches (tests/perf/proposals/serve_patched.py), e.g. "
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.proposals:
         return proposals(args.proposals, plan)
     if args.replica_only:
-        return replica_only(plan, not args.no_strace, args.stages)
+        return replica_only(plan, not args.no_strace, args.stages, args.replica_ab)
     notes: list[str] = []
     t_start = time.perf_counter()
     nginx, wrk_bin = ensure_tools(notes)

@@ -7,6 +7,8 @@ the earlier `coalesce` and `rank` proposals are now part of the gateway):
   noledger  the ledger kept in memory (not durable): `--proposals "" noledger` gives the ledger's cost
   nowait    a non-streamed response does not wait for its completed ledger row to be durable (the in-flight row
             opened before the upstream call still is)
+  queuedledger  every PostgreSQL ledger write through the writer task's queue, as before lone writes were
+            awaited by their caller (issue 16: `python -m tests.perf.run --replica-only --replica-ab queuedledger`)
   stages    not a change: CPU time (the serving thread's, time.thread_time) of each stage of the request path,
             written as JSON to $BENCH_STAGES_OUT at exit; meaningful at concurrency 1, where nothing else runs
             while a stage awaits (issue 16)
@@ -35,6 +37,18 @@ def nowait() -> None:
         return await original(self, d, result, parsed, books, n, base)
 
     pipeline.Pipeline._respond = _respond  # type: ignore[method-assign]
+
+
+def queuedledger() -> None:
+    from gateway.ledger import engine_sink
+
+    init = engine_sink.EngineSink.__init__
+
+    def __init__(self: Any, *a: Any, **kw: Any) -> None:
+        init(self, *a, **kw)
+        self.writes_direct = False
+
+    engine_sink.EngineSink.__init__ = __init__  # type: ignore[method-assign]
 
 
 def noledger() -> None:
@@ -103,7 +117,7 @@ def stages() -> None:
     atexit.register(dump)
 
 
-PATCHES = {"nowait": nowait, "noledger": noledger, "stages": stages}
+PATCHES = {"nowait": nowait, "noledger": noledger, "stages": stages, "queuedledger": queuedledger}
 
 
 def main() -> None:
