@@ -76,6 +76,8 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
         auth=limits.auth,
         budgets=limits.budgets,
         ratelimit=limits.ratelimit,
+        admission=limits.admission,
+        settler=limits.settler,
         keys=limits.keys,
         engine=engine,
         price_store=price_store,
@@ -83,7 +85,8 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
         shared_state=limits.shared_state,
     )
     services.prefix_cache = build_prefix_cache(deployment_cache_settings(config), services.tokens, redis,
-                                               config.gateway.redis_prefix, metrics, services.deployments)
+                                               config.gateway.redis_prefix, metrics, services.deployments,
+                                               outbox=limits.outbox, connections=limits.connections)
     services.closers.append(services.prefix_cache.aclose)
     services.closers.append(limits.stop)
     services.closers.append(price_store.stop)

@@ -20,6 +20,8 @@ from gateway.decisions.prefix_cache import (NONE, CacheSettings, Prefix, Rule, e
                                             is_miss, next_trust, outcome, probe_indices, stored_indices)
 from gateway.domain import Deployment, DeploymentKey, PriceVersion, Usage
 from gateway.metrics import Metrics
+from gateway.state.connections import RedisConnections
+from gateway.state.outbox import RedisOutbox
 
 _DEFAULT = CacheSettings()
 _REDIS_BACKOFF_S = 5.0
@@ -142,7 +144,7 @@ class PrefixCache:
         if isinstance(store, LocalPrefixStore):
             store.remember_now(d.key, hashes, self.clock(), s.max_entries)
         else:
-            store.in_background(store.remember(d.key, hashes, self.clock(), s.ttl_s, s.max_entries))
+            store.later(store.remember_commands(d.key, hashes, self.clock(), s.ttl_s))
 
     def observe(self, d: Deployment, lookup: Lookup | None, usage: Usage) -> None:
         """Compare the vendor's reported cached tokens with the prediction: count it, adjust the trust in `d`'s
@@ -171,7 +173,7 @@ class PrefixCache:
             if isinstance(store, LocalPrefixStore):
                 store.forget_now(d.key, stale)
             else:
-                store.in_background(store.forget(d.key, stale))
+                store.later(store.forget_commands(d.key, stale))
 
 
     def unpredicted(self, d: Deployment, usage: Usage) -> None:
@@ -187,9 +189,10 @@ class PrefixCache:
 
 
 def build_prefix_cache(settings: Mapping[DeploymentKey, CacheSettings], counter: Any, redis: Any, redis_prefix: str,
-                       metrics: Metrics | None, deployments: Sequence[Deployment] = ()) -> PrefixCache:
-    store: LocalPrefixStore | RedisPrefixStore = (RedisPrefixStore(redis, redis_prefix) if redis is not None
-                                                  else LocalPrefixStore())
+                       metrics: Metrics | None, deployments: Sequence[Deployment] = (),
+                       outbox: RedisOutbox | None = None, connections: RedisConnections | None = None) -> PrefixCache:
+    store: LocalPrefixStore | RedisPrefixStore = (RedisPrefixStore(redis, redis_prefix, outbox, connections)
+                                                  if redis is not None else LocalPrefixStore())
     if metrics is not None:  # every chat deployment's series exist from the start (dashboards see zeros)
         for d in deployments:
             if d.mode == "chat":

@@ -7,7 +7,8 @@ the model (`gateway.decisions.prefix_cache`) decides what that means. Times are 
 Local: one index hash -> {deployment: sent_at}, with an LRU of each deployment's hashes bounding it
 (`max_entries` per deployment). Redis (P = `gateway.redis_prefix`):
   P pc:<hash hex>   HASH "<provider>\\t<model>" -> sent_at, expiring after the longest TTL written to it
-A lookup is one pipelined round trip (HGETALL per probed hash); a write is one pipeline, sent in the background.
+A lookup is one pipelined round trip (HGETALL per probed hash); writes are sent in the background, with the
+settlements' batches when there is an outbox (gateway/state/outbox.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
 from gateway.domain import DeploymentKey
+from gateway.state.connections import RedisConnections
+from gateway.state.outbox import RedisOutbox
 
 log = logging.getLogger(__name__)
 
@@ -95,31 +99,39 @@ class LocalPrefixStore:
         return len(lru) if lru is not None else 0
 
 
+def _pairs(reply: Any) -> Iterable[tuple[Any, Any]]:
+    """HGETALL's reply: a map (RESP3) or a flat field, value, ... list (RESP2)."""
+    if isinstance(reply, dict):
+        return reply.items()
+    return zip(reply[::2], reply[1::2])
+
+
 def _field(key: DeploymentKey) -> str:
     return f"{key[0]}\t{key[1]}"
 
 
 class RedisPrefixStore:
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self._r = redis
+    def __init__(self, redis: Any, prefix: str, outbox: RedisOutbox | None = None,
+                 connections: RedisConnections | None = None) -> None:
+        self._r = connections or RedisConnections(redis)
         self._p = f"{prefix}pc:"
         self._keys: dict[str, DeploymentKey] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox = outbox  # the request path's writes ride the settlements' batches (gateway/state/outbox.py)
 
     def _key(self, h: int) -> str:
         return f"{self._p}{h & _MASK:016x}"
 
     async def found(self, hashes: Sequence[int]) -> Found:
-        pipe = self._r.pipeline(transaction=False)
-        for h in hashes:
-            pipe.hgetall(self._key(h))
-        replies = await pipe.execute()
+        replies = await self._r.execute([("HGETALL", self._key(h)) for h in hashes])
         out: Found = {}
         for i, reply in enumerate(replies):
             if not reply:
                 continue
+            if isinstance(reply, Exception):
+                raise reply
             e: dict[DeploymentKey, float] = {}
-            for f, v in reply.items():
+            for f, v in _pairs(reply):
                 f = f.decode() if isinstance(f, bytes) else f
                 key = self._keys.get(f)
                 if key is None:
@@ -133,32 +145,67 @@ class RedisPrefixStore:
                 out[i] = e
         return out
 
-    async def remember(self, key: DeploymentKey, hashes: Iterable[int], sent_at: float, ttl_s: float,
-                       max_entries: int) -> None:
-        pipe = self._r.pipeline(transaction=False)
+    def remember_commands(self, key: DeploymentKey, hashes: Iterable[int], sent_at: float,
+                          ttl_s: float) -> list[tuple[Any, ...]]:
         field, value, ttl = _field(key), repr(sent_at), max(1, int(ttl_s + 1))
+        out: list[tuple[Any, ...]] = []
         for h in hashes:
             k = self._key(h)
-            pipe.hset(k, field, value)
-            pipe.expire(k, ttl, nx=True)  # a new key gets a TTL ...
-            pipe.expire(k, ttl, gt=True)  # ... and an existing one is only ever extended
-        await pipe.execute()
+            out += [("HSET", k, field, value),
+                    ("EXPIRE", k, ttl, "NX"),  # a new key gets a TTL ...
+                    ("EXPIRE", k, ttl, "GT")]  # ... and an existing one is only ever extended
+        return out
+
+    def forget_commands(self, key: DeploymentKey, hashes: Iterable[int]) -> list[tuple[Any, ...]]:
+        return [("HDEL", self._key(h), _field(key)) for h in hashes]
+
+    async def remember(self, key: DeploymentKey, hashes: Iterable[int], sent_at: float, ttl_s: float,
+                       max_entries: int) -> None:
+        await self._execute(self.remember_commands(key, hashes, sent_at, ttl_s))
 
     async def forget(self, key: DeploymentKey, hashes: Iterable[int]) -> None:
-        pipe = self._r.pipeline(transaction=False)
-        for h in hashes:
-            pipe.hdel(self._key(h), _field(key))
-        await pipe.execute()
+        await self._execute(self.forget_commands(key, hashes))
 
-    def in_background(self, call: Any) -> None:
-        """Run a write without holding up the response; a failure is logged (the model only loses a hint)."""
-        task = asyncio.get_running_loop().create_task(_logged(call))
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> None:
+        for reply in await self._r.execute(commands):
+            if isinstance(reply, Exception):
+                raise reply
+
+    def later(self, commands: list[tuple[Any, ...]]) -> None:
+        """Send writes without holding up the response: with the outbox's next batch, or as a task of their own.
+        A failure is logged (the model only loses a hint)."""
+        if not commands:
+            return
+        if self._outbox is not None:
+            self._outbox.put(_Writes(commands))
+            return
+        task = asyncio.get_running_loop().create_task(_logged(self._execute(commands)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
+        if self._outbox is not None:
+            await self._outbox.drain()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """Prefix cache writes in the outbox: nothing to do with their replies; a failure only loses a hint."""
+
+    batch: list[tuple[Any, ...]]
+
+    def commands(self) -> list[tuple[Any, ...]]:
+        return self.batch
+
+    def done(self, replies: list[Any]) -> None:
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            log.warning("prefix cache write refused by Redis (%s)", type(errors[0]).__name__)
+
+    def failed(self, error: BaseException) -> None:
+        log.warning("prefix cache write to Redis failed (%s)", type(error).__name__)
 
 
 async def _logged(call: Any) -> None:

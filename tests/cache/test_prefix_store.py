@@ -61,12 +61,14 @@ async def test_a_failing_redis_lookup_ranks_at_list_prices_and_is_not_retried_at
     from gateway.tokens import TokenCounter
     from tests.cache.test_prefix_model import conversation, dep, prices
 
-    class Down:
+    class Down:  # a Redis that refuses every connection, counting the attempts
         calls = 0
 
-        def pipeline(self, transaction: bool = False) -> Any:
-            Down.calls += 1
-            raise ConnectionError("redis is down")
+        class connection_pool:
+            @staticmethod
+            def make_connection() -> Any:
+                Down.calls += 1
+                return aioredis.Redis(port=1).connection_pool.make_connection()  # nothing listens on port 1
 
     cache = PrefixCache({("a", "m"): CacheSettings(ttl_s=300, min_tokens=0)}, PrefixHasher(TokenCounter()),
                         RedisPrefixStore(Down(), "x:"))

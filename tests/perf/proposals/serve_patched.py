@@ -78,9 +78,11 @@ def stages() -> None:
 
     async def build_services(config: Any, **overrides: Any) -> Any:
         s = await original(config, **overrides)
-        for name, obj, attr in (("auth (key lookup)", s.auth, "authenticate"), ("rate limit check", s.ratelimit, "check"),
-                                ("rate limit adjust", s.ratelimit, "adjust"), ("budget reserve", s.budgets, "reserve"),
-                                ("budget settle", s.budgets, "settle"), ("ledger open (in-flight row)", s.ledger, "open"),
+        outbox = getattr(s.settler, "outbox", None)
+        for name, obj, attr in (("auth (key lookup)", s.auth, "authenticate"),
+                                ("admission (rate limit + budget reserve)", s.admission, "admit"),
+                                ("settlement batch (background, Redis)", outbox, "flush"),
+                                ("ledger open (in-flight row)", s.ledger, "open"),
                                 ("ledger finish (completed row)", s.ledger, "finish"),
                                 ("prefix cache lookup", s.prefix_cache, "lookup"),
                                 ("health record_success", s.health, "record_success")):
