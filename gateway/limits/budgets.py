@@ -1,8 +1,10 @@
 """Budgets per key and per team: reserve the worst case before a request goes upstream, settle the actual cost.
 
-`Budgets` is the front the pipeline calls; the counters behind it are either `MemoryCounters` (one process, no
-Redis) or `gateway.limits.redis_budgets.RedisCounters` (every replica, one Lua script per operation). Both have
-the same semantics:
+`Budgets` holds the scopes and the reservation protocol; the request path reserves through the admission
+(gateway/limits/admission.py: with the rate limits, in one step) and settles through the settler
+(gateway/limits/settler.py: off the response path). The counters behind it are either `MemoryCounters` (one
+process, no Redis) or `gateway.limits.redis_budgets.RedisCounters` (every replica, one Lua script per operation).
+Both have the same semantics:
 
 - a counter exists per scope (`key:<id>` / `team:<name>`) and calendar period (`d2024-05-21` / `m2024-05`), in
   integer units of 1e-9 of the reporting currency: settled `spent` plus outstanding `reserved`;

@@ -1,7 +1,9 @@
 """Per-key rate limits: requests per minute and tokens per minute, as token buckets.
 
 Both buckets are checked together and charged only if both admit the request, so a refused request costs
-nothing. `MemoryRateLimiter` keeps buckets in process; `RedisRateLimiter` shares them across replicas with one
+nothing; the request path checks them in the admission (gateway/limits/admission.py), together with the budget
+reservation, and corrects tpm in the settlement (gateway/limits/settler.py). `MemoryRateLimiter` keeps buckets in
+process; `RedisRateLimiter` shares them across replicas with one
 Lua script using Redis's clock (replica clocks may disagree). The arithmetic is `gateway.decisions.limits.bucket_take`.
 
 Redis key layout (P = `gateway.redis_prefix`): P rl:<key id>:rpm and P rl:<key id>:tpm, HASH {t: tokens left,

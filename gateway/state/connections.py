@@ -14,6 +14,7 @@ any error; only the checkout is this module's.
   one, as the blocking pool does).
 - Anything that goes wrong during a call (a reset, a timeout, a cancellation by the caller's deadline) closes that
   connection: a reply left unread would otherwise answer the next caller. An error *reply* does not: it is read.
+- A call's deadline is the client's socket timeout (redis-py's default: 5 s), once around the whole exchange.
 - Nothing is retried here: the admission script is not idempotent, so whether to try again is the caller's
   decision (the degrade mode's local shares, a 503, or a settlement's retry).
 """
@@ -31,7 +32,12 @@ DEFAULT_MAX_CONNECTIONS = 64
 
 class RedisConnections:
     def __init__(self, redis: Any, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        self._pool = redis.connection_pool  # only to make connections with the client's settings
+        pool = redis.connection_pool  # only for the client's settings
+        self._make = pool.connection_class
+        # Without a socket timeout, redis-py sends through asyncio.wait_for (a task per send) and reads under a
+        # timeout per reply; one deadline around the whole call does the same job (`deadline_s`).
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self.deadline_s: float | None = pool.connection_kwargs.get("socket_timeout")
         self._max = max_connections
         self._idle: deque[Any] = deque()
         self._open = 0
@@ -42,20 +48,29 @@ class RedisConnections:
         (as redis-py's pipelines do with raise_on_error=False)."""
         conn = await self._take()
         try:
-            if conn.is_connected and await conn.can_read():  # data nobody asked for, or closed by the server
-                await conn.disconnect()
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            out: list[Any] = []
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except ResponseError as e:  # the reply was read: the connection is still in step
-                    out.append(e)
+            if self.deadline_s is None:
+                out = await self._exchange(conn, commands)
+            else:
+                async with asyncio.timeout(self.deadline_s):
+                    out = await self._exchange(conn, commands)
         except BaseException:
             await conn.disconnect(nowait=True)
             self._give_back(conn)
             raise
         self._give_back(conn)
+        return out
+
+    @staticmethod
+    async def _exchange(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        if conn.is_connected and await conn.can_read():  # data nobody asked for, or closed by the server
+            await conn.disconnect()
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        out: list[Any] = []
+        for _ in commands:
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as e:  # the reply was read: the connection is still in step
+                out.append(e)
         return out
 
     async def call(self, *args: Any) -> Any:
@@ -82,7 +97,7 @@ class RedisConnections:
             return self._idle.pop()
         if self._open < self._max:
             self._open += 1
-            return self._pool.make_connection()
+            return self._make(**self._kwargs)
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

@@ -8,8 +8,9 @@ or too slow; some of its commands may have run). The outbox never sends a comman
 writer knows whether that is safe) with one exception: a script Redis no longer holds (NOSCRIPT: it restarted or
 was flushed) did not run; the outbox loads it and sends those calls again.
 
-`guard` is the degrade mode's `SharedState.call` (deadline, and `Degraded` at once while Redis is known to be
-down); without it each batch still gets a deadline, so a hung Redis cannot hold writes forever.
+`guard` is the degrade mode's `SharedState.call` (its deadline, and `Degraded` at once while Redis is known to be
+down); without it a batch has the connections' deadline (gateway/state/connections.py), so a hung Redis cannot
+hold writes forever.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from gateway.state.connections import RedisConnections
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Guard = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
-
-_DEADLINE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +63,9 @@ def _safely(call: Callable[..., None], arg: Any) -> None:
 
 
 class RedisOutbox:
-    def __init__(self, connections: RedisConnections, *, guard: Guard | None = None,
-                 deadline_s: float = _DEADLINE_S) -> None:
+    def __init__(self, connections: RedisConnections, *, guard: Guard | None = None) -> None:
         self._connections = connections
         self._guard = guard
-        self._deadline_s = deadline_s
         self._queue: list[Write] = []
         self._later: dict[asyncio.TimerHandle, Write] = {}
         self._task: asyncio.Task[None] | None = None
@@ -157,9 +154,8 @@ class RedisOutbox:
     async def _execute(self, commands: list[Command]) -> list[Any]:
         wire = [_wire(c) for c in commands]
 
-        async def run() -> list[Any]:
-            async with asyncio.timeout(self._deadline_s):
-                return await self._connections.execute(wire)
+        def run() -> Awaitable[list[Any]]:
+            return self._connections.execute(wire)
 
         if self._guard is not None:
             guarded: list[Any] = await self._guard(run)

@@ -6,6 +6,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 
 from gateway.cache.store import LocalPrefixStore, RedisPrefixStore
 
@@ -61,17 +62,16 @@ async def test_a_failing_redis_lookup_ranks_at_list_prices_and_is_not_retried_at
     from gateway.tokens import TokenCounter
     from tests.cache.test_prefix_model import conversation, dep, prices
 
-    class Down:  # a Redis that refuses every connection, counting the attempts
+    class Down(Connection):  # nothing listens on port 1: every connection is refused, and counted
         calls = 0
 
-        class connection_pool:
-            @staticmethod
-            def make_connection() -> Any:
-                Down.calls += 1
-                return aioredis.Redis(port=1).connection_pool.make_connection()  # nothing listens on port 1
+        async def _connect(self) -> None:
+            Down.calls += 1
+            await super()._connect()
 
     cache = PrefixCache({("a", "m"): CacheSettings(ttl_s=300, min_tokens=0)}, PrefixHasher(TokenCounter()),
-                        RedisPrefixStore(Down(), "x:"))
+                        RedisPrefixStore(aioredis.Redis(connection_pool=aioredis.ConnectionPool(
+                            port=1, connection_class=Down)), "x:"))
     pool = [dep(("a", "m"))]
     assert await cache.lookup(conversation(2), pool, prices()) is None
     assert await cache.lookup(conversation(3), pool, prices()) is None

@@ -46,36 +46,8 @@ def _rid() -> str:
     return f"gw-{uuid.uuid4().hex}"
 
 
-def redis_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]:
-    state = SharedState(r, prefix, "bench")
-    counters, limiter = RedisCounters(r, prefix), RedisRateLimiter(r, prefix)
-    dc, dl = DegradingCounters(counters, state), DegradingRateLimiter(limiter, state)
-    budgets = Budgets(dc, spend)
-    admission = Admission(DegradingGate(RedisGate(r, limiter, counters), dl, dc, state), budgets)
-    settler = RedisSettler(RedisOutbox(RedisConnections(r), guard=state.call), budgets, counters, limiter, local_counters=dc,
-                           local_limiter=dl)
-
-    async def separate() -> None:
-        rid = _rid()
-        await dl.check(WHO, TOKENS)
-        res = await budgets.reserve(WHO, rid, WORST)
-        await budgets.settle(res, ACTUAL)
-        await dl.adjust(WHO, TOKENS, USED)
-
-    async def combined() -> None:
-        rid = _rid()
-        res = await admission.admit(WHO, rid, TOKENS, WORST)
-        settler.settle(WHO, res, ACTUAL, TOKENS, USED)
-
-    return {"redis separate": separate, "redis combined": combined}
-
-
-def memory_paths() -> dict[str, Callable[[], Awaitable[None]]]:
-    counters, limiter = MemoryCounters(), MemoryRateLimiter()
-    budgets = Budgets(counters, spend)
-    admission = Admission(MemoryGate(limiter, counters), budgets)
-    settler = MemorySettler(budgets, counters, limiter)
-
+def _paths(kind: str, limiter: Any, budgets: Budgets, admission: Admission,
+           settler: Any) -> dict[str, Callable[[], Awaitable[None]]]:
     async def separate() -> None:
         rid = _rid()
         await limiter.check(WHO, TOKENS)
@@ -84,11 +56,28 @@ def memory_paths() -> dict[str, Callable[[], Awaitable[None]]]:
         await limiter.adjust(WHO, TOKENS, USED)
 
     async def combined() -> None:
-        rid = _rid()
-        res = await admission.admit(WHO, rid, TOKENS, WORST)
+        res = await admission.admit(WHO, _rid(), TOKENS, WORST)
         settler.settle(WHO, res, ACTUAL, TOKENS, USED)
 
-    return {"memory separate": separate, "memory combined": combined}
+    return {f"{kind} separate": separate, f"{kind} combined": combined}
+
+
+def redis_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]:
+    state = SharedState(r, prefix, "bench")
+    counters, limiter = RedisCounters(r, prefix), RedisRateLimiter(r, prefix)
+    dc, dl = DegradingCounters(counters, state), DegradingRateLimiter(limiter, state)
+    budgets = Budgets(dc, spend)
+    admission = Admission(DegradingGate(RedisGate(r, limiter, counters), dl, dc, state), budgets)
+    settler = RedisSettler(RedisOutbox(RedisConnections(r), guard=state.call), budgets, counters, limiter,
+                           local_counters=dc, local_limiter=dl)
+    return _paths("redis", dl, budgets, admission, settler)
+
+
+def memory_paths() -> dict[str, Callable[[], Awaitable[None]]]:
+    counters, limiter = MemoryCounters(), MemoryRateLimiter()
+    budgets = Budgets(counters, spend)
+    return _paths("memory", limiter, budgets, Admission(MemoryGate(limiter, counters), budgets),
+                  MemorySettler(budgets, counters, limiter))
 
 
 async def main() -> None:
