@@ -3,11 +3,11 @@
 Every request makes two Redis round trips on its path (the prefix cache lookup, the admission script) and one in
 the background (its share of a settlement batch). Through `redis.asyncio.Redis`, each call also pays for the
 blocking pool's checkout (a Condition, a timeout), the retry wrapper, the observability hooks and, for a
-pipeline, the pipeline object: measured on this machine (`python -m tests.perf.admission_ab`, and the
-micro-benchmark in its docstring) about 85 us of CPU per EVALSHA and 138 us per 4-command pipeline, against 40 and
-63 us for the same commands sent here. The wire work stays redis-py's: its `Connection` packs the commands,
-connects (AUTH, SELECT, HELLO as configured on the client's pool), parses the replies (hiredis) and disconnects on
-any error; only the checkout is this module's.
+pipeline, the pipeline object; and, with the socket timeout redis-py 8 sets by default, an `asyncio.wait_for`
+task per send and a timeout per reply. Measured on this machine (`python -m tests.perf.admission_ab`, its "call"
+rows): about 70 us of CPU per EVALSHA and 110 us per 4-command pipeline, against 24 and 30 us here (0.35-0.45x).
+The wire work stays redis-py's: its `Connection` packs the commands, connects (AUTH, SELECT, HELLO as configured on
+the client's pool), parses the replies (hiredis) and disconnects on any error; only the checkout is this module's.
 
 - A call takes an idle connection (checked as redis-py's pool checks one: it must have nothing to read, which
   also catches one the server closed), or opens a new one, at most `max_connections` at once (then it waits for

@@ -6,7 +6,8 @@ work, in process, interleaved rounds (Redis db 11, keys under a random prefix, d
   combined: `Admission.admit` (one script) and the settlement handed to the settler (one pipeline per batch,
             sent by the outbox while the next request runs), as served now;
 and the in-process (no Redis) counterparts: the memory limiter and counters called one by one vs `MemoryGate` +
-`MemorySettler`. Sequential requests (concurrency 1): nothing batches, so this is the worst case for the outbox.
+`MemorySettler`; and single calls (an EVALSHA, a 4-HGETALL pipeline) through redis-py's client vs
+gateway/state/connections.py. Sequential requests (concurrency 1): nothing batches, so this is the worst case for the outbox.
 """
 
 from __future__ import annotations
@@ -73,6 +74,32 @@ def redis_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]
     return _paths("redis", dl, budgets, admission, settler)
 
 
+def call_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]:
+    """One Redis call through redis-py's client (as the request path made them) and through
+    gateway/state/connections.py: an EVALSHA, and a pipeline of 4 HGETALL (the prefix cache lookup)."""
+    script = r.register_script("return redis.call('GET', KEYS[1])")
+    conns = RedisConnections(r)
+    key = prefix + "x"
+
+    async def client_evalsha() -> None:
+        await script(keys=[key], args=[1, 2, 3])
+
+    async def conns_evalsha() -> None:
+        await conns.evalsha(script, [key], [1, 2, 3])
+
+    async def client_pipeline() -> None:
+        pipe = r.pipeline(transaction=False)
+        for k in range(4):
+            pipe.hgetall(f"{prefix}pc:{k}")
+        await pipe.execute()
+
+    async def conns_pipeline() -> None:
+        await conns.execute([("HGETALL", f"{prefix}pc:{k}") for k in range(4)])
+
+    return {"call evalsha client": client_evalsha, "call evalsha conns": conns_evalsha,
+            "call pipe4 client": client_pipeline, "call pipe4 conns": conns_pipeline}
+
+
 def memory_paths() -> dict[str, Callable[[], Awaitable[None]]]:
     counters, limiter = MemoryCounters(), MemoryRateLimiter()
     budgets = Budgets(counters, spend)
@@ -88,7 +115,7 @@ async def main() -> None:
     prefix = f"gw-ab-{uuid.uuid4().hex[:8]}:"
     pool = aioredis.BlockingConnectionPool.from_url("redis://127.0.0.1:6379/11", max_connections=64, timeout=5)
     r = aioredis.Redis.from_pool(pool)
-    paths = {**redis_paths(r, prefix), **memory_paths()}
+    paths = {**redis_paths(r, prefix), **memory_paths(), **call_paths(r, prefix)}
     res: dict[str, list[float]] = {k: [] for k in paths}
     try:
         for fn in paths.values():  # warm: scripts loaded, counters seeded, connections open
@@ -113,6 +140,9 @@ async def main() -> None:
     for kind in ("redis", "memory"):
         ratio = statistics.median(c / s for c, s in zip(res[f"{kind} combined"], res[f"{kind} separate"]))
         print(f"{kind}: combined / separate (median of per-round ratios) {ratio:.2f}x")
+    for call in ("evalsha", "pipe4"):
+        ratio = statistics.median(c / s for c, s in zip(res[f"call {call} conns"], res[f"call {call} client"]))
+        print(f"{call}: connections / client (median of per-round ratios) {ratio:.2f}x")
 
 
 if __name__ == "__main__":
