@@ -86,7 +86,8 @@ async def build_services(config: Config, *, ledger: Ledger | None = None,
     )
     services.prefix_cache = build_prefix_cache(deployment_cache_settings(config), services.tokens, redis,
                                                config.gateway.redis_prefix, metrics, services.deployments,
-                                               outbox=limits.outbox, connections=limits.connections)
+                                               replica_id=replica)
+    await services.prefix_cache.start()
     services.closers.append(services.prefix_cache.aclose)
     services.closers.append(limits.stop)
     services.closers.append(price_store.stop)

@@ -190,7 +190,7 @@ class Pipeline:
         cache = self.s.prefix_cache
         if cache is None or parsed.facts.mode != "chat":
             return None
-        return await cache.hint(parsed.body, pool, prices)
+        return await cache.hint(parsed.body, pool, prices, parsed.segments)
 
     def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
                     now: datetime) -> Decimal:

@@ -10,7 +10,9 @@ The encoder is loaded once, at start-up; tiktoken's BPE file comes from the copy
 litellm package (found without importing litellm), because this machine has no network.
 
 Counts of texts are remembered (a bounded LRU keyed by the text): chat clients resend the system prompt and the
-whole conversation on every turn, so most message contents of a request were counted on an earlier one.
+whole conversation on every turn, so most message contents of a request were counted on an earlier one. The parse
+counts a chat request with `measure` (gateway/segments.py): the same count, in one walk that also keeps per
+message what the prefix cache hashes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import importlib.util
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import orjson
+
+from gateway.segments import CacheMarks, SegmentMeter, Segments
 
 _IMAGE_TOKENS = 765
 _PER_MESSAGE = 4
@@ -53,6 +57,7 @@ class TokenCounter:
             self._enc = None
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cached_chars = 0
+        self._segments = SegmentMeter(self)
 
     def count_text(self, text: str) -> int:
         if not text:
@@ -107,6 +112,11 @@ class TokenCounter:
         if tools:
             total += self.count_text(orjson.dumps(tools).decode())
         return total
+
+    def measure(self, messages: Sequence[Any], tools: Any = None, marks: CacheMarks | None = None) -> Segments:
+        """`count_messages` (`.total`) of a chat request, keeping per message what the prefix cache hashes: the
+        request path walks a conversation once for both."""
+        return self._segments.measure(messages, tools, marks)
 
     def count_embedding_input(self, value: Any) -> int:
         if isinstance(value, str):

@@ -3,29 +3,26 @@ what was sent, learn from what the vendor reported.
 
 The decisions are the pure functions of `gateway.decisions.prefix_cache`; this module feeds them (hashing, the
 store, the clock) and applies their verdicts (trust per deployment, the metric, forgetting a prefix a vendor did
-not keep). A pool with no caching deployment costs one dict lookup: no hashing, no store round trip.
+not keep). A pool with no caching deployment costs one dict lookup: no hashing. A lookup never does I/O: with
+Redis, the store is replicated into every replica's memory (gateway/cache/store.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from gateway.cache.prefix import PrefixHasher
-from gateway.cache.store import LocalPrefixStore, RedisPrefixStore
+from gateway.cache.store import LocalPrefixStore, SharedPrefixStore
 from gateway.decisions.prefix_cache import (NONE, CacheSettings, Prefix, Rule, effective_mode, expected_cache,
                                             is_miss, next_trust, outcome, probe_indices, stored_indices)
 from gateway.domain import Deployment, DeploymentKey, PriceVersion, Usage
 from gateway.metrics import Metrics
-from gateway.state.connections import RedisConnections
-from gateway.state.outbox import RedisOutbox
+from gateway.segments import Segments
 
 _DEFAULT = CacheSettings()
-_REDIS_BACKOFF_S = 5.0
-_REDIS_DEADLINE_S = 0.5  # a Redis that hangs (no refusal) must not hold every request up before ranking
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +41,7 @@ class Lookup:
 
 class PrefixCache:
     def __init__(self, settings: Mapping[DeploymentKey, CacheSettings], hasher: PrefixHasher,
-                 store: LocalPrefixStore | RedisPrefixStore, metrics: Metrics | None = None,
+                 store: LocalPrefixStore, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = dict(settings)
         self.hasher = hasher
@@ -52,7 +49,6 @@ class PrefixCache:
         self.metrics = metrics
         self.clock = clock
         self.trust: dict[DeploymentKey, float] = {}
-        self._redis_down_until = 0.0  # monotonic time until which lookups skip Redis after a failure
         self._rules: dict[tuple[int, int], tuple[Any, PriceVersion, dict[DeploymentKey, Rule]]] = {}
 
     def mode(self, key: DeploymentKey, prices: PriceVersion) -> str:
@@ -78,42 +74,29 @@ class PrefixCache:
             rules = {k: (m, ttl * trust.get(k, 1.0), mn) for k, (m, ttl, mn) in rules.items()}
         return rules
 
-    async def lookup(self, body: Mapping[str, Any], pool: Sequence[Deployment],
-                     prices: PriceVersion) -> Lookup | None:
-        """The request's expected cache hits per deployment of `pool`; None when none of them caches."""
+    async def lookup(self, body: Mapping[str, Any], pool: Sequence[Deployment], prices: PriceVersion,
+                     segments: Segments | None = None) -> Lookup | None:
+        """The request's expected cache hits per deployment of `pool`; None when none of them caches. `segments`:
+        the parse's measure of `body` (`ParsedRequest.segments`), so the conversation is not walked again."""
         rules = self.rules(pool, prices)
         if not rules:
             return None
-        prefix = self.hasher.prefix(body)
+        prefix = self.hasher.prefix(body, segments)
         if not prefix.hashes:
             return None
         probes = probe_indices(prefix)
         hashes = prefix.hashes
         wanted = [hashes[i] for i in probes]
-        store = self.store
-        if isinstance(store, LocalPrefixStore):
-            by_pos = store.found_now(wanted)
-        else:
-            if self._redis_down_until and time.monotonic() < self._redis_down_until:
-                return None  # Redis failed a moment ago: rank at list prices rather than wait on it again
-            try:
-                async with asyncio.timeout(_REDIS_DEADLINE_S):
-                    by_pos = await store.found(wanted)
-            except Exception:
-                self._redis_down_until = time.monotonic() + _REDIS_BACKOFF_S
-                log.warning("prefix cache lookup in Redis failed; ranking at list prices for %s s", _REDIS_BACKOFF_S,
-                            exc_info=True)
-                return None
-            self._redis_down_until = 0.0
+        by_pos = self.store.found_now(wanted)  # memory, also with Redis (replicated: gateway/cache/store.py)
         found = {probes[pos]: e for pos, e in by_pos.items()}
         warm = expected_cache(prefix, found, rules, self.clock()) if found or prefix.marks else {}
         return Lookup(prefix, warm, found, rules)
 
-    async def hint(self, body: Mapping[str, Any], pool: Sequence[Deployment],
-                   prices: PriceVersion) -> Lookup | None:
+    async def hint(self, body: Mapping[str, Any], pool: Sequence[Deployment], prices: PriceVersion,
+                   segments: Segments | None = None) -> Lookup | None:
         """`lookup` for the request path: any failure only loses the hint (the request ranks at list prices)."""
         try:
-            return await self.lookup(body, pool, prices)
+            return await self.lookup(body, pool, prices, segments)
         except Exception:
             log.warning("prefix cache lookup failed; ranking at list prices", exc_info=True)
             return None
@@ -140,11 +123,7 @@ class PrefixCache:
         hashes = [lookup.prefix.hashes[i] for i in stored_indices(lookup.prefix, mode)]
         if not hashes:
             return
-        store = self.store
-        if isinstance(store, LocalPrefixStore):
-            store.remember_now(d.key, hashes, self.clock(), s.max_entries)
-        else:
-            store.later(store.remember_commands(d.key, hashes, self.clock(), s.ttl_s))
+        self.store.remember_now(d.key, hashes, self.clock(), s.ttl_s, s.max_entries)
 
     def observe(self, d: Deployment, lookup: Lookup | None, usage: Usage) -> None:
         """Compare the vendor's reported cached tokens with the prediction: count it, adjust the trust in `d`'s
@@ -169,11 +148,7 @@ class PrefixCache:
             rule = lookup.rules.get(d.key)
             fresh = set(stored_indices(lookup.prefix, rule[0])) if rule is not None else set()
             stale = [lookup.prefix.hashes[i] for i, e in lookup.found.items() if d.key in e and i not in fresh]
-            store = self.store
-            if isinstance(store, LocalPrefixStore):
-                store.forget_now(d.key, stale)
-            else:
-                store.later(store.forget_commands(d.key, stale))
+            self.store.forget_now(d.key, stale)
 
 
     def unpredicted(self, d: Deployment, usage: Usage) -> None:
@@ -182,17 +157,20 @@ class PrefixCache:
         if usage.cached_input_tokens and usage.source == "provider" and self.metrics is not None:
             self.metrics.record_cache_prediction(d.provider, d.model, 0, 0, usage.cached_input_tokens)
 
+    async def start(self) -> None:
+        """Start receiving the other replicas' prefixes (with Redis)."""
+        await self.store.start()
+
     async def aclose(self) -> None:
-        """Wait for the Redis writes still in flight (at shutdown)."""
-        if isinstance(self.store, RedisPrefixStore):
-            await self.store.drain()
+        """Send the changes still queued for the other replicas (at shutdown) and stop listening."""
+        await self.store.aclose()
 
 
 def build_prefix_cache(settings: Mapping[DeploymentKey, CacheSettings], counter: Any, redis: Any, redis_prefix: str,
                        metrics: Metrics | None, deployments: Sequence[Deployment] = (),
-                       outbox: RedisOutbox | None = None, connections: RedisConnections | None = None) -> PrefixCache:
-    store: LocalPrefixStore | RedisPrefixStore = (RedisPrefixStore(redis, redis_prefix, outbox, connections)
-                                                  if redis is not None else LocalPrefixStore())
+                       replica_id: str | None = None) -> PrefixCache:
+    store = LocalPrefixStore() if redis is None else SharedPrefixStore(
+        redis, redis_prefix, replica_id=replica_id, max_entries=lambda key: settings.get(key, _DEFAULT).max_entries)
     if metrics is not None:  # every chat deployment's series exist from the start (dashboards see zeros)
         for d in deployments:
             if d.mode == "chat":

@@ -16,7 +16,8 @@ boundaries, and the prefix up to the last mark that is not already cached is wri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from functools import lru_cache
+from typing import Literal, Mapping, Sequence
 
 from gateway.domain import DeploymentKey, Price
 
@@ -54,8 +55,8 @@ class Prefix:
     """A request's canonical prefix at its boundaries: chained hashes, cumulative estimated tokens, the index of
     the boundary after system and tools (-1: none), and the boundaries carrying a `cache_control` mark."""
 
-    hashes: tuple[int, ...]
-    tokens: tuple[int, ...]
+    hashes: Sequence[int]
+    tokens: Sequence[int]
     anchor: int = -1
     marks: tuple[int, ...] = ()
 
@@ -88,16 +89,21 @@ def stored_indices(prefix: Prefix, mode: str) -> list[int]:
     return sorted(out)
 
 
-def probe_indices(prefix: Prefix) -> list[int]:
+def probe_indices(prefix: Prefix) -> tuple[int, ...]:
     """The boundaries a request looks up, longest first: its last few (the previous turn ended there), the
     power-of-two anchors, system and tools, and its cache_control marks."""
-    n = len(prefix.hashes)
+    return _probes(len(prefix.hashes), prefix.anchor, prefix.marks)
+
+
+@lru_cache(maxsize=4096)
+def _probes(n: int, anchor: int, marks: tuple[int, ...]) -> tuple[int, ...]:
+    # Memoised: requests of one shape (length, system and tools, marks) probe the same boundaries.
     out = set(range(max(0, n - _RECENT), n))
     out.update(_powers(n))
-    out.update(prefix.marks)
-    if prefix.anchor >= 0:
-        out.add(prefix.anchor)
-    return sorted(out, reverse=True)
+    out.update(marks)
+    if anchor >= 0:
+        out.add(anchor)
+    return tuple(sorted(out, reverse=True))
 
 
 Rule = tuple[str, float, int]  # (mode, trusted TTL in seconds, min_tokens) of one caching deployment
@@ -116,7 +122,7 @@ def expected_cache(prefix: Prefix, found: Mapping[int, Mapping[DeploymentKey, fl
     marks = prefix.marks
     best: dict[DeploymentKey, int] = {}
     for i in sorted(found, reverse=True):
-        t = tokens[i]
+        t = -1  # read when first needed
         for key, sent_at in found[i].items():
             if key in best:
                 continue
@@ -124,9 +130,12 @@ def expected_cache(prefix: Prefix, found: Mapping[int, Mapping[DeploymentKey, fl
             if rule is None:
                 continue
             mode, ttl, min_tokens = rule
-            if t < min_tokens or now - sent_at >= ttl or (mode == EXPLICIT and i not in marks):
+            if now - sent_at >= ttl or (mode == EXPLICIT and i not in marks):
                 continue
-            best[key] = t
+            if t < 0:
+                t = tokens[i]
+            if t >= min_tokens:
+                best[key] = t
     out = {key: (t, 0) for key, t in best.items() if t}
     if marks:
         last = tokens[marks[-1]]

@@ -12,7 +12,9 @@ Decisions (contract section 4: translated when the dialects differ, unchanged wh
 - `tool_result` blocks become `tool` messages placed before the rest of their user turn (chat wants tool answers
   straight after the assistant's `tool_calls`); `is_error` prefixes the text with "Error: ".
 - `system` blocks are joined with a blank line into one system message; `cache_control` marks are pass-through
-  only (the OpenAI-format vendors cache automatically).
+  only (the OpenAI-format vendors cache automatically). Where they were is kept for the prefix cache
+  (`MessagesRequest.marks`: a turn with a marked block counts as marked at the last chat message translated so
+  far, i.e. the end of that turn), so it predicts an explicit cache's writes and hits for the pass-through.
 - `stop_reason`: chat's `stop` cannot tell a stop sequence from a natural end, so it is `end_turn`.
 """
 
@@ -26,6 +28,7 @@ import orjson
 
 from gateway.domain import Usage
 from gateway.errors import BadRequest
+from gateway.segments import CacheMarks
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -47,6 +50,11 @@ _KNOWN_FIELDS = frozenset({"model", "messages", "system", "max_tokens", "stop_se
 class MessagesRequest:
     chat: dict[str, Any]  # the canonical chat body (no `model` change, no `gateway` field)
     native_only: tuple[str, ...]  # what only an Anthropic-format deployment can be sent (empty: translates fully)
+    marks: CacheMarks | None = None  # where the client's cache_control marks fall in `chat` (None: no mark)
+
+
+def _has_mark(blocks: Any) -> bool:
+    return isinstance(blocks, list) and any(isinstance(b, dict) and "cache_control" in b for b in blocks)
 
 
 def _text(block: dict[str, Any], where: str) -> str:
@@ -196,9 +204,12 @@ def messages_to_chat(body: dict[str, Any]) -> MessagesRequest:
     native: list[str] = [f"'{k}'" for k in _NATIVE_FIELDS if body.get(k) is not None]
     native.extend(f"'{k}'" for k in sorted(set(body) - _KNOWN_FIELDS))
     chat_messages: list[dict[str, Any]] = []
+    marked: list[int] = []
     system = _system(body.get("system"))
     if system is not None:
         chat_messages.append({"role": "system", "content": system})
+        if _has_mark(body.get("system")):
+            marked.append(0)
     for i, m in enumerate(messages):
         role, where = m.get("role"), f"messages.{i}"
         if role == "user":
@@ -207,6 +218,8 @@ def messages_to_chat(body: dict[str, Any]) -> MessagesRequest:
             chat_messages.append(_assistant_turn(m.get("content"), where, native))
         else:
             raise BadRequest(f"{where}.role must be 'user' or 'assistant'", param=f"{where}.role")
+        if chat_messages and _has_mark(m.get("content")):
+            marked.append(len(chat_messages) - 1)
     chat: dict[str, Any] = {"model": body.get("model"), "messages": chat_messages, "max_tokens": max_tokens}
     for key in _PASSED_AS_IS:
         if key in body:
@@ -227,7 +240,9 @@ def messages_to_chat(body: dict[str, Any]) -> MessagesRequest:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"]
-    return MessagesRequest(chat, tuple(native))
+    tools_marked = _has_mark(body.get("tools"))
+    marks = CacheMarks(tuple(marked), tools_marked) if marked or tools_marked else None
+    return MessagesRequest(chat, tuple(native), marks)
 
 
 # ---- answers ------------------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ class MessagesDialect:
         chat = translated.chat
         if gateway_field is not None:
             chat["gateway"] = gateway_field
-        parsed = chat_request(chat, headers, counter, default_output, api=self.api, native=body)
+        parsed = chat_request(chat, headers, counter, default_output, api=self.api, native=body,
+                              marks=translated.marks)
         if translated.native_only:
             return replace(parsed, native_only=translated.native_only)
         return parsed

@@ -15,6 +15,7 @@ import orjson
 from gateway.domain import Constraints, Mode, RequestFacts
 from gateway.errors import BadRequest
 from gateway.http.validate import check_chat, check_embedding, check_model
+from gateway.segments import CacheMarks, Segments
 from gateway.tokens import TokenCounter
 
 # Fields through which a client could steer where a request goes or whose credentials it uses.
@@ -33,6 +34,7 @@ class ParsedRequest:
     native: dict[str, Any] | None = None  # the client's own body, for pass-through to a same-dialect vendor
     native_only: tuple[str, ...] = ()  # what of `native` the canonical body cannot carry (pass-through only)
     context: Any = None  # what a translating dialect keeps for its answer (the Responses echo)
+    segments: Segments | None = None  # a chat body's messages as the parse measured them (for the prefix cache)
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -151,10 +153,11 @@ def parse_chat(raw: bytes, headers: Mapping[str, str], counter: TokenCounter, de
 
 def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: TokenCounter, default_output: int, *,
                  api: str = "chat", native: dict[str, Any] | None = None, context: Any = None,
-                 checked: bool = False) -> ParsedRequest:
+                 checked: bool = False, marks: CacheMarks | None = None) -> ParsedRequest:
     """A chat-completions body (the client's, or one a dialect translated to) -> the canonical parsed request.
     Removes the `gateway` field from `body`; a translating dialect removes it from `native` itself. `checked`: the
-    client's own chat body, already through `check_chat`; a translated one gets the basic checks here."""
+    client's own chat body, already through `check_chat`; a translated one gets the basic checks here. `marks`: the
+    cache_control marks of the client's own body that the translated one cannot carry."""
     if checked:
         model = body["model"]
     else:
@@ -177,17 +180,18 @@ def chat_request(body: dict[str, Any], headers: Mapping[str, str], counter: Toke
     if requested is None:
         requested = body.get("max_tokens")
     constraints = parse_constraints(body.pop("gateway", None), headers)
+    segments = counter.measure(messages, body.get("tools"), marks)  # the estimate, and what the prefix cache hashes
     facts = RequestFacts(
         model=model,
         mode="chat",
-        prompt_tokens=counter.count_messages(messages, body.get("tools")),
+        prompt_tokens=segments.total,
         requested_output_tokens=requested,
         expected_output_tokens=requested if requested is not None else default_output,
         capabilities=_capabilities(body),
         constraints=constraints,
     )
     wants_usage = bool(stream and opts and opts.get("include_usage"))
-    return ParsedRequest(facts, body, stream, wants_usage, api, native, context=context)
+    return ParsedRequest(facts, body, stream, wants_usage, api, native, context=context, segments=segments)
 
 
 def parse_embedding(raw: bytes, headers: Mapping[str, str], counter: TokenCounter) -> ParsedRequest:

@@ -61,7 +61,7 @@ class LimitServices:
     admission: Admission
     settler: Settler
     shared_state: SharedState | None = None  # Redis watch of the degrade mode (gateway/limits/degrade.py)
-    outbox: RedisOutbox | None = None  # Redis writes off the response path (settlements, prefix cache)
+    outbox: RedisOutbox | None = None  # Redis writes off the response path (settlements)
     connections: RedisConnections | None = None  # the request path's Redis calls (gateway/state/connections.py)
 
     async def start(self) -> None:

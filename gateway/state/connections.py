@@ -1,6 +1,6 @@
 """The request path's Redis calls, on redis-py connections without the client and pool layers around each call.
 
-Every request makes two Redis round trips on its path (the prefix cache lookup, the admission script) and one in
+Every request with limits or a budget makes one Redis round trip on its path (the admission script) and one in
 the background (its share of a settlement batch). Through `redis.asyncio.Redis`, each call also pays for the
 blocking pool's checkout (a Condition, a timeout), the retry wrapper, the observability hooks and, for a
 pipeline, the pipeline object; and, with the socket timeout redis-py 8 sets by default, an `asyncio.wait_for`

@@ -1,8 +1,7 @@
 """Redis writes that need not hold up a response, sent in batches: everything queued while the event loop ran one
 iteration of requests (or while the previous batch was on the wire) goes as one pipeline, one round trip.
 
-Its writers: the settlements and tpm corrections of finished requests (gateway/limits/settler.py) and the prefix
-cache's remember/forget (gateway/cache/store.py). A write says what to send (`commands`) and what to do with its
+Its writers: the settlements and tpm corrections of finished requests (gateway/limits/settler.py). A write says what to send (`commands`) and what to do with its
 replies (`done`: error replies arrive as exception instances) or with their absence (`failed`: Redis unreachable
 or too slow; some of its commands may have run). The outbox never sends a command twice on its own (only the
 writer knows whether that is safe) with one exception: a script Redis no longer holds (NOSCRIPT: it restarted or

@@ -213,7 +213,7 @@ def test_probes_cover_the_previous_turn_and_stored_anchors() -> None:
     p = PrefixHasher(COUNTER).prefix(conversation(50, tools=TOOLS))
     n = len(p)
     probes = probe_indices(p)
-    assert probes == sorted(probes, reverse=True) and n - 3 in probes and p.anchor in probes
+    assert list(probes) == sorted(probes, reverse=True) and n - 3 in probes and p.anchor in probes
     stored = stored_indices(p, AUTOMATIC)
     assert n - 1 in stored and p.anchor in stored and len(stored) <= 10
     assert stored_indices(p, NONE) == []
@@ -235,3 +235,32 @@ async def test_a_miss_shortens_the_trusted_ttl() -> None:
     cache.sent(dep(A), lookup, pv)
     clock.t += 200  # within ttl_s, beyond the trusted 150 s
     assert (await cache.lookup(conversation(4), pool, pv)).warm == {}  # type: ignore[union-attr]
+
+
+async def test_a_messages_request_marks_predict_an_explicit_cache_write_then_a_hit() -> None:
+    """The Messages dialect's chat body has no cache_control; the marks it kept reach the lookup through the parse."""
+    from gateway.dialects.messages import MESSAGES
+
+    clock = Clock()
+    cache, _ = make({A: CacheSettings(EXPLICIT, 300, 1024), B: CacheSettings(AUTOMATIC, 300, 1024)}, clock)
+    pv = prices()
+    system = [{"type": "text", "text": SYSTEM * 4, "cache_control": {"type": "ephemeral"}}]
+    tools = [{"name": "lookup", "description": "Looks things up.", "input_schema": {"type": "object"}}]
+
+    async def turn(*questions: str) -> tuple[Any, Any]:
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": q} for i, q in enumerate(questions)]
+        parsed = MESSAGES.parse_body({"model": "auto", "max_tokens": 10, "system": system, "tools": tools,
+                                      "messages": messages}, {}, COUNTER, 10)
+        return parsed, await cache.lookup(parsed.body, [dep(A), dep(B)], pv, parsed.segments)
+
+    parsed, first = await turn("hi")
+    assert first is not None and parsed.segments is not None
+    assert first.prefix.marks == (1,)  # system + tools (an Anthropic request puts the tools first)
+    written = first.prefix.tokens[1]
+    assert written >= 1024 and first.warm == {A: (0, written)}  # turn 1 writes the marked prefix
+    cache.sent(dep(A), first, pv)
+    _, second = await turn("hi", "hello", "and now?")
+    assert second is not None and second.warm == {A: (written, 0)}  # turn 2 reads it, writes nothing more
+    # Without the marks (the same chat body measured on its own), the explicit cache would predict nothing.
+    blind = await cache.lookup(parsed.body, [dep(A), dep(B)], pv)
+    assert blind is not None and A not in blind.warm

@@ -11,6 +11,7 @@ from gateway.dialects.anthropic import chat_to_message, messages_to_chat, usage_
 from gateway.dialects.anthropic_vendor import Untranslatable, chat_to_messages, message_to_chat
 from gateway.domain import Usage
 from gateway.errors import BadRequest
+from gateway.segments import CacheMarks
 
 BASE = {"model": "auto", "max_tokens": 100}
 IMG_B64 = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
@@ -89,6 +90,31 @@ def test_messages_request_translates_to_chat(name: str, request_fields: dict[str
         assert got.chat[key] == value, key
     assert got.native_only == native
     assert "thinking" not in got.chat and "top_k" not in got.chat and "metadata" not in got.chat
+
+
+CC = {"cache_control": {"type": "ephemeral"}}
+# (name, Messages request fields, expected marks: chat message indices and whether the tools carry one)
+MARKED_REQUESTS: list[tuple[str, dict[str, Any], CacheMarks | None]] = [
+    ("no mark", {"system": "s", "messages": [{"role": "user", "content": "hi"}]}, None),
+    ("system block", {"system": [{"type": "text", "text": "s", **CC}], "messages": [{"role": "user", "content": "hi"}]},
+     CacheMarks((0,))),
+    ("a tool", {"tools": [{**TOOL, **CC}], "messages": [{"role": "user", "content": "hi"}]}, CacheMarks((), True)),
+    ("the last user block, after a tool round", {"system": "s", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny", **CC}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Sunny.", **CC}]},
+        {"role": "user", "content": [{"type": "text", "text": "and?"}, {"type": "text", "text": "tomorrow?", **CC}]}]},
+     CacheMarks((3, 4, 5))),  # the tool message, the assistant's answer, the last user message
+]
+
+
+@pytest.mark.parametrize("name,request_fields,marks", MARKED_REQUESTS, ids=[c[0] for c in MARKED_REQUESTS])
+def test_cache_control_marks_are_kept_beside_the_chat_body_never_in_it(name: str, request_fields: dict[str, Any],
+                                                                       marks: CacheMarks | None) -> None:
+    got = messages_to_chat({**BASE, **request_fields})
+    assert got.marks == marks
+    assert b"cache_control" not in orjson.dumps(got.chat)  # OpenAI-format vendors are never sent them
 
 
 BAD_CLIENT_REQUESTS = [

@@ -76,7 +76,8 @@ def redis_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]
 
 def call_paths(r: Any, prefix: str) -> dict[str, Callable[[], Awaitable[None]]]:
     """One Redis call through redis-py's client (as the request path made them) and through
-    gateway/state/connections.py: an EVALSHA, and a pipeline of 4 HGETALL (the prefix cache lookup)."""
+    gateway/state/connections.py: an EVALSHA, and a pipeline of 4 HGETALL (as the prefix cache
+    lookup was before it replicated its index in memory)."""
     script = r.register_script("return redis.call('GET', KEYS[1])")
     conns = RedisConnections(r)
     key = prefix + "x"

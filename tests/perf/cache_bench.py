@@ -1,5 +1,7 @@
-"""CPU of cache-aware routing (issue 14): the prefix-cache lookup of a 100-message conversation, and routing over
-100 deployments with and without warm ones. Process CPU time, best of five rounds (the machine is shared).
+"""CPU of cache-aware routing (issue 14): what the prefix-cache lookup adds to the request path for a 100-message
+conversation (parse + lookup against the parse alone, measured in the same alternating rounds), and routing over
+100 deployments with and without warm ones. Process CPU time, best of nine alternating rounds (the machine is
+shared, so figures are against a baseline of the same run).
 
     .venv/bin/python -m tests.perf.cache_bench
 """
@@ -10,6 +12,7 @@ import json
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Callable
 
 
@@ -43,39 +46,73 @@ def _run(coro: Any) -> Any:
 
 
 def lookup_bench(messages: int = 100) -> dict[str, float]:
-    """The request path's prefix-cache work for one request: hashing its boundaries (the memo warm, as from turn
-    two on), probing the local store and the pure lookup; and the same with the turn's prefix remembered."""
+    """What the prefix cache adds to the request path for one request of a `messages`-message conversation (the
+    memos warm, as from turn two on): the parse alone (`chat_request`, which measures the messages for the token
+    estimate and the cache in one walk) against the parse followed by the lookup it hands its measure to, with no
+    deployment warm and with the previous turn's prefix remembered at one. For scale: the per-message counting loop
+    the parse ran before (`count_messages`), and the lookup measuring the messages itself. A figure is the
+    difference of two best-of-rounds figures of the same run, so it carries the noise of both."""
     from gateway.cache.prefix import PrefixHasher
     from gateway.cache.service import PrefixCache
     from gateway.cache.store import LocalPrefixStore
     from gateway.decisions.prefix_cache import CacheSettings
     from gateway.domain import Deployment, Price, PriceVersion
+    from gateway.http.parse import chat_request
     from gateway.tokens import TokenCounter
 
     counter = TokenCounter()
     pool = [Deployment(f"p{i}", "m", "m", 128_000, None, 80, frozenset()) for i in range(8)]
     prices = {d.key: Price("CNY", 1_000_000, Decimal(1), Decimal(2), Decimal("0.1")) for d in pool}
     pv = PriceVersion(1, datetime.now(timezone.utc), "CNY", {}, prices)
-    cache = PrefixCache({d.key: CacheSettings(ttl_s=1e9, min_tokens=0) for d in pool}, PrefixHasher(counter),
-                        LocalPrefixStore())
+    settings = {d.key: CacheSettings(ttl_s=1e9, min_tokens=0) for d in pool}
+    cache = PrefixCache(settings, PrefixHasher(counter), LocalPrefixStore())
+    cold_cache = PrefixCache(settings, PrefixHasher(counter), LocalPrefixStore())
     msgs: list[dict[str, Any]] = [{"role": "system", "content": "You are an agent. " * 200}]
     for i in range(messages - 1):
         role = "user" if i % 2 == 0 else "assistant"
         msgs.append({"role": role, "content": f"turn {i}: " + "some words of the conversation " * 12})
-    body = {"model": "auto", "messages": msgs}
-    counter.count_messages(msgs)  # the parse has counted every content string (and hashed it) already
-    cold_cache = PrefixCache(cache.settings, PrefixHasher(counter), LocalPrefixStore())
-    lookup = _run(cache.lookup({"model": "auto", "messages": msgs[:-2]}, pool, pv))
-    cache.sent(pool[3], lookup, pv)
-    warm_lookup = _run(cache.lookup(body, pool, pv))
+    headers: dict[str, str] = {}
+
+    def parse(m: list[dict[str, Any]]) -> Any:
+        return chat_request({"model": "auto", "messages": m}, headers, counter, 256, checked=True)
+
+    previous = parse(msgs[:-2])
+    cache.sent(pool[3], _run(cache.lookup(previous.body, pool, pv, previous.segments)), pv)
+    parsed = parse(msgs)
+    body, segments = parsed.body, parsed.segments
+    warm_lookup = _run(cache.lookup(body, pool, pv, segments))
     assert warm_lookup is not None and warm_lookup.warm, "the previous turn should be warm"
-    # For scale: what the request path already spends on the same messages (the parse's token estimate).
-    cold, warm, hashing, counting = _best(lambda: _run(cold_cache.lookup(body, pool, pv)),
-                                          lambda: _run(cache.lookup(body, pool, pv)),
-                                          lambda: cache.hasher.prefix(body),
-                                          lambda: counter.count_messages(msgs))
-    return {"messages": messages, "lookup_cold_us": cold, "lookup_warm_us": warm, "hashing_us": hashing,
-            "parse_token_count_us": counting}
+    assert parsed.facts.prompt_tokens == counter.count_messages(msgs)
+
+    def parse_and_lookup(c: PrefixCache) -> Callable[[], Any]:
+        def run() -> Any:
+            p = chat_request(body, headers, counter, 256, checked=True)
+            return _run(c.lookup(p.body, pool, pv, p.segments))
+        return run
+
+    # What the parse's walk would cost if it kept only the counts (no digests, no role in the key): the share of
+    # the walk that is the cache's, added to the lookup's in `added_with_walk_share_us`.
+    counts = {m["content"]: counter.count_text(m["content"]) + 4 for m in msgs}
+    content = itemgetter("content")
+
+    def count_only() -> int:
+        n = len(msgs)
+        found = list(map(counts.get, map(content, msgs)))
+        assert list(map(len, msgs)).count(2) == n and all(found)
+        return sum(found) + 3
+
+    assert count_only() == parsed.facts.prompt_tokens
+    alone, cold, warm, measuring, counting_only, counting, unhanded = _best(
+        lambda: chat_request(body, headers, counter, 256, checked=True), parse_and_lookup(cold_cache),
+        parse_and_lookup(cache), lambda: counter.measure(msgs), count_only, lambda: counter.count_messages(msgs),
+        lambda: _run(cache.lookup(body, pool, pv)))
+    walk_share = max(0.0, measuring - counting_only)
+    return {"messages": messages, "parse_us": alone, "parse_and_lookup_cold_us": cold,
+            "parse_and_lookup_warm_us": warm, "added_cold_us": cold - alone, "added_warm_us": warm - alone,
+            "added_warm_vs_parse": (warm - alone) / alone,
+            "added_with_walk_share_us": warm - alone + walk_share,
+            "walk": {"measure_us": measuring, "count_only_walk_us": counting_only},
+            "for_scale": {"count_messages_loop_us": counting, "lookup_measuring_itself_us": unhanded}}
 
 
 def routing_bench(n: int = 100, warm_count: int = 3) -> dict[str, float]:

@@ -1,6 +1,9 @@
 """Profile the gateway (or the bare proxy) under wrk load with py-spy, and print where the CPU goes.
 
-    .venv/bin/python -m tests.perf.profile [--stream] [--target gateway|bare] [--seconds 8] [--conns 64]
+    .venv/bin/python -m tests.perf.profile [--stream] [--target gateway|bare|replica] [--seconds 8] [--conns 64]
+
+`--target replica` profiles the replica path (PostgreSQL ledger, Redis, a required key with budget and rpm/tpm;
+tests/perf/replica.py sets up and removes the database, the Redis keys and the key).
 
 Needs py-spy in the venv (`.venv/bin/pip install py-spy`) and root (ptrace). Prints the top functions by self
 samples and by inclusive samples (folded stacks from `py-spy record -f raw`); the folded file is kept for
@@ -11,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
+from tests.perf.replica import ReplicaBackends
 from tests.perf.run import PY, bare_proxy, chat_body, ensure_tools, gateway_proxy, wrk
 from tests.perf.standin import AsyncioStandIn, NginxStandIn, StandIn
 
@@ -46,7 +51,7 @@ def summarize(folded: Path, top: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stream", action="store_true")
-    ap.add_argument("--target", choices=("gateway", "bare"), default="gateway")
+    ap.add_argument("--target", choices=("gateway", "bare", "replica"), default="gateway")
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--top", type=int, default=45)
@@ -57,17 +62,21 @@ def main() -> None:
     stand.start()
     body = work / "body.json"
     body.write_bytes(chat_body("auto", args.stream))
-    make = gateway_proxy if args.target == "gateway" else bare_proxy
-    proxy = make(stand.port, args.stream, work)
     folded = work / "profile.folded"
     try:
-        with proxy:
+        with contextlib.ExitStack() as stack:
+            if args.target == "replica":
+                proxy = stack.enter_context(ReplicaBackends(work)).proxy(stand.port, work)
+            else:
+                proxy = (gateway_proxy if args.target == "gateway" else bare_proxy)(stand.port, args.stream, work)
+            stack.enter_context(proxy)
             url = f"http://127.0.0.1:{proxy.port}/v1/chat/completions"
-            wrk(wrk_bin, url, body, 8, 2, "warm-up")
+            wrk(wrk_bin, url, body, 8, 2, "warm-up", bearer=proxy.bearer)
             spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-r", "250", "-f", "raw", "-o",
                                     str(folded), "-d", str(args.seconds), "-p", str(proxy.pid), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            t = threading.Thread(target=lambda: wrk(wrk_bin, url, body, args.conns, args.seconds + 1, "load"))
+            t = threading.Thread(target=lambda: wrk(wrk_bin, url, body, args.conns, args.seconds + 1, "load",
+                                                      bearer=proxy.bearer))
             t.start()
             spy.wait(args.seconds + 30)
             t.join()
