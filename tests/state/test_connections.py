@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway.state.connections import RedisConnections
-from tests.conftest import REDIS_URL
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL)
-    yield c
-    await c.aclose()
 
 
 async def test_a_pipeline_answers_in_order_and_an_error_reply_keeps_the_connection(
