@@ -1,4 +1,5 @@
-"""Closing the books on one request: price its usage, complete its ledger row, count it, settle its budget.
+"""Closing the books on one request: price its usage, complete its ledger row, count it, settle its budget and
+its tpm (handed to the settler: gateway/limits/settler.py).
 
 Every way a request can end (success, relayed client error, all upstreams failed, stream cut, client gone)
 passes through `RequestBooks.close`, so no outcome can skip the ledger or the metrics.
@@ -7,7 +8,6 @@ passes through `RequestBooks.close`, so no outcome can skip the ledger or the me
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,11 +17,11 @@ from typing import Callable
 
 from gateway.decisions.pricing import price_usage
 from gateway.domain import Cost, Deployment, LedgerEntry, PriceVersion, Usage
+from gateway.limits.budgets import Reservation
 from gateway.metrics import NO_PROVIDER
 from gateway.services import Identity, Services
 
 ZERO_USAGE = Usage(0, 0, 0, source="provider")
-log = logging.getLogger(__name__)
 
 
 _ID_MASK = (1 << 80) - 1
@@ -59,7 +59,7 @@ class RequestBooks:
     prompt_estimate: int
     stream: bool
     api: str = "chat"  # the inbound API (chat, responses, messages, embeddings): the ledger row's `api`
-    reservation: object | None = None
+    reservation: Reservation | None = None
     tpm_estimate: int | None = None  # the tokens the rate limiter charged at admission (None: no limit applied)
     entry: LedgerEntry | None = None
     deployment: Deployment | None = None  # the one being tried now
@@ -125,20 +125,12 @@ class RequestBooks:
             self.on_answer(d, usage)
         if d is not None and usage is not None and cost is not None:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
-        if self.reservation is not None and s.budgets is not None:
-            await s.budgets.settle(self.reservation, cost.total_reporting if cost is not None else Decimal(0))
-        if self.tpm_estimate is not None and s.ratelimit is not None:
-            await self._settle_tpm(usage)
+        if (self.reservation is not None or self.tpm_estimate is not None) and s.settler is not None:
+            # tpm counts the tokens actually used (contract 4): the bucket is charged the difference from the
+            # admission's estimate (a failed request used none). Sent off the response path, in batches.
+            s.settler.settle(self.identity, self.reservation, cost.total_reporting if cost is not None else Decimal(0),
+                             self.tpm_estimate, 0 if usage is None else usage.prompt_tokens + usage.output_tokens)
         return cost
-
-    async def _settle_tpm(self, usage: Usage | None) -> None:
-        """tpm counts the tokens actually used (contract 4): charge the bucket the difference between what the
-        vendor reported and the admission estimate (a failed request used none, so its estimate is refunded)."""
-        actual = 0 if usage is None else usage.prompt_tokens + usage.output_tokens
-        try:
-            await self.services.ratelimit.adjust(self.identity, self.tpm_estimate, actual)
-        except Exception:  # the answer stands; the bucket refills on its own within the minute
-            log.warning("could not settle tpm for request %s", self.request_id, exc_info=True)
 
 
 def utc_now() -> datetime:

@@ -1,6 +1,6 @@
 """THE request path, top to bottom:
 
-    parse -> authorise -> rank (pure) -> rate limit -> reserve budget -> try deployments in rank order with
+    parse -> authorise -> rank (pure) -> admit (rate limit + budget) -> try deployments in rank order with
     fallback -> meter -> price -> ledger -> respond (or stream)
 
 Each step's decision lives elsewhere as a pure function (gateway/decisions); this module only sequences them and
@@ -60,13 +60,6 @@ async def _shared_state(call: Awaitable[T], request_id: str) -> T:
         raise E.StateUnavailable("the gateway's shared state is unavailable; retry shortly") from None
 
 
-def _applies(limiter: Any, identity: Any) -> bool:
-    """Whether a rate limiter or the budgets have anything to check for this caller (an implementation that
-    cannot say is always asked)."""
-    applies = getattr(limiter, "applies", None)
-    return True if applies is None else bool(applies(identity))
-
-
 def _outcome(exc: Exception) -> str:
     for cls, outcome in _OUTCOME_OF.items():
         if isinstance(exc, cls):
@@ -124,23 +117,22 @@ class Pipeline:
                 raise E.NoEligibleDeployment(f"no eligible deployment for '{facts.model}': {explain(decision)}",
                                              code=code)
             attempts = decision.candidates[: cfg.max_attempts]
-            # A request no rate limit or budget applies to (no key with limits, no key or team budget) skips them
-            # and the worst-case pricing the reservation needs (both would have returned at once).
-            rl = self.s.ratelimit
-            tpm_estimate = None
-            if rl is not None and _applies(rl, identity):
-                tpm_estimate = facts.prompt_tokens + facts.expected_output_tokens
-                await _shared_state(self.s.ratelimit.check(identity, tpm_estimate), request_id)
             books = RequestBooks(self.s, request_id, identity, route, started_at, started_perf, prices,
                                  facts.prompt_tokens, parsed.stream, dialect.api)
-            books.tpm_estimate = tpm_estimate
             if lookup is not None:
                 books.on_answer = self.s.prefix_cache.on_answer(lookup, prices)
             elif self.s.prefix_cache is not None and facts.mode == "chat":
                 books.on_answer = self.s.prefix_cache.unpredicted
-            if self.s.budgets is not None and _applies(self.s.budgets, identity):
-                worst = self._worst_case(facts, attempts, prices, started_at)
-                books.reservation = await _shared_state(self.s.budgets.reserve(identity, request_id, worst), request_id)
+            # Rate limits and budget reservation in one step (gateway/limits/admission.py). A request neither applies
+            # to (no key with limits, no key or team budget) skips it, and the worst-case pricing it needs.
+            adm = self.s.admission
+            if adm is not None:
+                tokens = facts.prompt_tokens + facts.expected_output_tokens if adm.rate_limited(identity) else None
+                worst = self._worst_case(facts, attempts, prices, started_at) if adm.budgeted(identity) else None
+                if tokens is not None or worst is not None:
+                    books.reservation = await _shared_state(adm.admit(identity, request_id, tokens, worst),
+                                                            request_id)
+                    books.tpm_estimate = tokens
         except E.ClientError as exc:
             self.s.metrics.record_request(route, NO_PROVIDER, NO_PROVIDER, _outcome(exc))
             return dialect.error_response(exc, base_headers)

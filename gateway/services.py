@@ -39,8 +39,10 @@ class Services:
     tokens: TokenCounter
     replica_id: str
     auth: Any = None  # authenticate(headers) -> Identity (gateway.http.auth)
-    budgets: Any = None  # reserve(identity, request_id, amount) / settle(reservation, actual)
-    ratelimit: Any = None  # check(identity, tokens)
+    budgets: Any = None  # gateway.limits.budgets.Budgets: scopes, spent (reservations go through `admission`)
+    ratelimit: Any = None  # gateway.limits.ratelimit.RateLimiter (the request path uses `admission`)
+    admission: Any = None  # gateway.limits.admission.Admission: rate limits + budget reservation, together
+    settler: Any = None  # gateway.limits.settler.Settler: a finished request's settlement, off its response path
     keys: Any = None
     engine: Any = None  # the ledger database (AsyncEngine), when configured
     price_store: Any = None

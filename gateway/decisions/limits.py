@@ -158,9 +158,12 @@ def period_id(now: datetime, period: BudgetPeriod, tz: str) -> str:
     return f"d{local:%Y-%m-%d}" if period == "day" else f"m{local:%Y-%m}"
 
 
+LATE_SETTLEMENT_S = 86_400
+
+
 def counter_ttl_s(now: datetime, period: BudgetPeriod, tz: str) -> int:
     """How long a period's counter is worth keeping: to the period's end plus a day for late settlements."""
-    return max(1, math.ceil((period_end(now, period, tz) - now).total_seconds())) + 86_400
+    return max(1, math.ceil((period_end(now, period, tz) - now).total_seconds())) + LATE_SETTLEMENT_S
 
 
 # --- token buckets (rpm / tpm) -----------------------------------------------------------------------------------

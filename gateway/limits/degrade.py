@@ -35,7 +35,7 @@ from typing import Callable
 from gateway.decisions import limits as d
 from gateway.keys.identity import Identity
 from gateway.limits.budgets import ReserveOutcome, Scope
-from gateway.limits.ratelimit import RateLimiter, _refuse, applies
+from gateway.limits.ratelimit import LocalBuckets, RateLimiter, refusal, applies, nothing
 from gateway.limits.redis_budgets import RedisCounters
 from gateway.limits.shared_state import Degraded, SharedState, no_reconcile
 
@@ -80,10 +80,14 @@ class DegradingCounters:
         try:
             outcome = await self._state.call(lambda: self._inner.reserve(request_id, units, scopes, hold_s))
         except Degraded:
-            return self._reserve_locally(request_id, units, scopes)
+            return self.reserve_locally(request_id, units, scopes)
+        self.observe(scopes, outcome)
+        return outcome
+
+    def observe(self, scopes: list[Scope], outcome: ReserveOutcome) -> None:
+        """A reservation Redis made: each counter's total is its last known state."""
         for s, total in zip(scopes, outcome.totals):
             self._observe(s.counter, total)
-        return outcome
 
     async def seed(self, counter: str, units: int, ttl_s: int) -> None:
         try:
@@ -92,13 +96,17 @@ class DegradingCounters:
             self._last_total.setdefault(counter, units)  # the ledger's billed spend: all we know
 
     async def settle(self, request_id: str, counters: tuple[str, ...], actual_units: int) -> dict[str, int]:
-        # Reserved here while degraded and not yet held in Redis by `reconcile`: Redis' settle script then simply
-        # adds the actual cost (there is no hold to release), once, by its request-id marker.
-        local = self._local.pop(request_id, None)
+        local = self.pop_local(request_id)
         try:
             return await self._state.call(lambda: self._inner.settle(request_id, counters, actual_units))
         except Degraded:
-            return self._settle_locally(request_id, counters, actual_units, local)
+            return self.settle_locally(request_id, counters, actual_units, local)
+
+    def pop_local(self, request_id: str) -> tuple[tuple[str, ...], int] | None:
+        """A finished request's local reservation (made while degraded and not yet held in Redis by `reconcile`):
+        if it settles in Redis, the settle script simply adds the actual cost (there is no hold to release), once,
+        by its request-id marker; if it settles here, the local share gets its hold back."""
+        return self._local.pop(request_id, None)
 
     async def spent(self, counter: str) -> int | None:
         try:
@@ -139,7 +147,9 @@ class DegradingCounters:
             self._rate[counter] = rate if old is None else max(rate, old * 0.7 + rate * 0.3)
             self._seen[counter] = (total, now)
 
-    def _reserve_locally(self, request_id: str, units: int, scopes: list[Scope]) -> ReserveOutcome:
+    def reserve_locally(self, request_id: str, units: int, scopes: list[Scope],
+                        on_admit: Callable[[], None] | None = None) -> ReserveOutcome:
+        """The reservation on the local shares; `on_admit` is called when (and only when) it is made."""
         shares = [self._share(s) for s in scopes]
         missing = tuple(i for i, sh in enumerate(shares) if sh is None)
         if missing:
@@ -150,14 +160,17 @@ class DegradingCounters:
         for i, sh in enumerate(found):
             if not d.admits(d.CounterState(sh.used, 0), sh.share, units):
                 return ReserveOutcome("deny", scope_index=i)
+        if on_admit is not None:
+            on_admit()
         for sh in found:
             sh.used += units
             sh.holds[request_id] = units
         self._local[request_id] = (tuple(s.counter for s in scopes), units)
         return ReserveOutcome("ok")
 
-    def _settle_locally(self, request_id: str, counters: tuple[str, ...], actual_units: int,
-                        local: tuple[tuple[str, ...], int] | None) -> dict[str, int]:
+    def settle_locally(self, request_id: str, counters: tuple[str, ...], actual_units: int,
+                       local: tuple[tuple[str, ...], int] | None) -> dict[str, int]:
+        """The settlement while Redis is unreachable: on the local share now, in Redis at reconciliation."""
         if any(s.request_id == request_id for s in self._settled[-64:]):
             return {}
         out = {}
@@ -211,8 +224,7 @@ class DegradingRateLimiter:
     def __init__(self, inner: RateLimiter, state: SharedState, clock: Callable[[], float] = time.monotonic) -> None:
         self._inner = inner
         self._state = state
-        self._clock = clock
-        self._buckets: dict[tuple[str, str], d.Bucket] = {}
+        self._buckets = LocalBuckets(clock, start_empty=True)
         state.on_restore(no_reconcile, self._forget)
 
     async def _forget(self) -> None:
@@ -227,38 +239,26 @@ class DegradingRateLimiter:
         try:
             return await self._state.call(lambda: self._inner.check(identity, estimated_tokens))
         except Degraded:
-            pass
+            self.take_locally(identity, estimated_tokens)()
+
+    def take_locally(self, identity: Identity, estimated_tokens: int) -> Callable[[], None]:
+        """Raise RateLimited charging nothing, or return the function that charges the local buckets."""
         if identity.key_id is None:
-            return
-        now = self._clock()
+            return nothing
         rpm, tpm = self._local_limits(identity)
-        decisions = []
-        for kind, limit, cost in (("rpm", rpm, 1.0), ("tpm", tpm, float(estimated_tokens))):
-            if limit:
-                slot = (identity.key_id, kind)
-                # Empty at first: the shared bucket may have been drained just before Redis went away.
-                bucket = self._buckets.get(slot) or d.Bucket(0.0, now)
-                decisions.append((slot, d.bucket_take(bucket, now, limit, cost)))
-        if not decisions:
-            return
-        wait = max(dec.retry_after_s for _, dec in decisions)
+        wait, charge = self._buckets.take(identity.key_id, rpm, tpm, float(estimated_tokens))
         if wait > 0:
-            for slot, dec in decisions:
-                self._buckets[slot] = dec.bucket
-            raise _refuse(identity, wait)
-        for slot, dec in decisions:
-            self._buckets[slot] = dec.bucket
+            raise refusal(identity, wait)
+        return charge
 
     async def adjust(self, identity: Identity, estimated_tokens: int, actual_tokens: int) -> None:
         try:
             return await self._state.call(lambda: self._inner.adjust(identity, estimated_tokens, actual_tokens))
         except Degraded:
-            pass
+            self.adjust_locally(identity, estimated_tokens, actual_tokens)
+
+    def adjust_locally(self, identity: Identity, estimated_tokens: int, actual_tokens: int) -> None:
         _, tpm = self._local_limits(identity)
         if identity.key_id is None or not tpm or actual_tokens == estimated_tokens:
             return
-        slot, now = (identity.key_id, "tpm"), self._clock()
-        bucket = self._buckets.get(slot) or d.Bucket(0.0, now)
-        refilled = d.bucket_take(bucket, now, tpm, 0.0).bucket
-        self._buckets[slot] = d.Bucket(min(float(tpm), refilled.tokens - (actual_tokens - estimated_tokens)), now)
-
+        self._buckets.adjust(identity.key_id, tpm, actual_tokens - estimated_tokens)

@@ -18,13 +18,17 @@ from gateway.http.auth import Authenticator
 from gateway.keys.secrets import derive_secret
 from gateway.keys.store import KeyStore
 from gateway.keys.sync import KeySync
-from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter
-from gateway.limits.shared_state import SharedState
+from gateway.limits.admission import Admission, DegradingGate, Gate, MemoryGate, RedisGate
 from gateway.limits.budgets import Budgets, MemoryCounters, ScopeKind, SpendSource
+from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter
 from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters
+from gateway.limits.settler import MemorySettler, RedisSettler, Settler
+from gateway.limits.shared_state import SharedState
 from gateway.limits.spend import spend_since
 from gateway.state.base import CooldownPolicy, Health, LocalHealth
+from gateway.state.connections import RedisConnections
+from gateway.state.outbox import RedisOutbox
 from gateway.state.redis_health import RedisHealth
 
 
@@ -54,7 +58,11 @@ class LimitServices:
     budgets: Budgets
     ratelimit: RateLimiter
     health: Health
+    admission: Admission
+    settler: Settler
     shared_state: SharedState | None = None  # Redis watch of the degrade mode (gateway/limits/degrade.py)
+    outbox: RedisOutbox | None = None  # Redis writes off the response path (settlements)
+    connections: RedisConnections | None = None  # the request path's Redis calls (gateway/state/connections.py)
 
     async def start(self) -> None:
         await self.key_sync.start()
@@ -64,6 +72,10 @@ class LimitServices:
             await self.shared_state.start()
 
     async def stop(self) -> None:
+        if self.outbox is not None:  # settlements still queued land before the watch and the client stop
+            await self.outbox.close()
+        if self.connections is not None:
+            await self.connections.close()
         if self.shared_state is not None:
             await self.shared_state.stop()
         await self.key_sync.stop()
@@ -77,21 +89,41 @@ def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
     keys = KeyStore(engine, derive_secret(g))
     prefix = g.redis_prefix
     state: SharedState | None = None
+    spend = ledger_spend(engine)
+
+    def budgets_on(counters: Any) -> Budgets:
+        return Budgets(counters, spend, timezone_name=g.reporting_timezone, metrics=metrics,
+                       currency=g.reporting_currency)
+
+    outbox: RedisOutbox | None = None
+    connections: RedisConnections | None = None
     if redis is not None:
-        counters: Any = RedisCounters(redis, prefix)
-        ratelimit: RateLimiter = RedisRateLimiter(redis, prefix)
+        counters = RedisCounters(redis, prefix)
+        limiter = RedisRateLimiter(redis, prefix)
         health: Health = RedisHealth(redis, cooldown_policies(config), prefix=prefix)
+        connections = RedisConnections(redis)
+        redis_gate = RedisGate(redis, limiter, counters, connections)
+        gate: Gate = redis_gate
+        shared_counters: Any = counters
+        ratelimit: RateLimiter = limiter
+        local_counters = local_limiter = None
         if g.on_shared_state_unavailable == "degrade":
             # Without Redis, keep serving on this replica's conservative share (refuse: a 503 instead).
             state = SharedState(redis, prefix, replica_id or uuid.uuid4().hex)
-            counters = DegradingCounters(counters, state)
-            ratelimit = DegradingRateLimiter(ratelimit, state)
+            shared_counters = local_counters = DegradingCounters(counters, state)
+            ratelimit = local_limiter = DegradingRateLimiter(limiter, state)
+            gate = DegradingGate(redis_gate, local_limiter, local_counters, state)
+        budgets = budgets_on(shared_counters)
+        outbox = RedisOutbox(connections, guard=state.call if state is not None else None)
+        settler: Settler = RedisSettler(outbox, budgets, counters, limiter, local_counters=local_counters,
+                                        local_limiter=local_limiter)
     else:
-        counters = MemoryCounters()
-        ratelimit = MemoryRateLimiter()
+        memory_counters, memory_limiter = MemoryCounters(), MemoryRateLimiter()
         health = LocalHealth(cooldown_policies(config))
-    budgets = Budgets(counters, ledger_spend(engine), timezone_name=g.reporting_timezone, metrics=metrics,
-                      currency=g.reporting_currency)
+        gate, ratelimit = MemoryGate(memory_limiter, memory_counters), memory_limiter
+        budgets = budgets_on(memory_counters)
+        settler = MemorySettler(budgets, memory_counters, memory_limiter)
     return LimitServices(keys=keys, key_sync=KeySync(keys, redis, prefix=prefix),
                          auth=Authenticator(keys, require_api_key=g.require_api_key),
-                         budgets=budgets, ratelimit=ratelimit, health=health, shared_state=state)
+                         budgets=budgets, ratelimit=ratelimit, health=health, admission=Admission(gate, budgets),
+                         settler=settler, shared_state=state, outbox=outbox, connections=connections)

@@ -8,18 +8,18 @@ import httpx
 
 
 class _Unreachable:
-    async def reserve(self, *args: Any) -> Any:
-        raise ConnectionError("redis went away")
+    """An admission (rate limits + budget reservation, gateway/limits/admission.py) whose store is gone."""
 
-    async def settle(self, *args: Any) -> None:
-        raise AssertionError("nothing was reserved, nothing to settle")
+    def __init__(self, *, rate_limited: bool, budgeted: bool) -> None:
+        self.rate_limited = lambda identity: rate_limited
+        self.budgeted = lambda identity: budgeted
 
-    async def check(self, *args: Any) -> None:
+    async def admit(self, *args: Any) -> Any:
         raise ConnectionError("redis went away")
 
 
 def test_unreachable_budget_store_gives_503_and_no_vendor_call(gateway, fresh_vendors):
-    gateway.services.budgets = _Unreachable()
+    gateway.services.admission = _Unreachable(rate_limited=False, budgeted=True)
     resp = httpx.post(gateway.url + "/v1/chat/completions",
                       json={"model": "deepseek-v2", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status_code == 503
@@ -29,7 +29,7 @@ def test_unreachable_budget_store_gives_503_and_no_vendor_call(gateway, fresh_ve
 
 
 def test_unreachable_rate_limiter_gives_503_and_no_vendor_call(gateway, fresh_vendors):
-    gateway.services.ratelimit = _Unreachable()
+    gateway.services.admission = _Unreachable(rate_limited=True, budgeted=False)
     resp = httpx.post(gateway.url + "/v1/chat/completions",
                       json={"model": "deepseek-v2", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status_code == 503

@@ -14,11 +14,15 @@ import redis.asyncio as aioredis
 from gateway.decisions.limits import Budget, cost_units, units_to_money
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.keys.identity import Identity
+from gateway.limits.admission import Admission, DegradingGate, RedisGate
 from gateway.limits.budgets import Budgets, Scope
 from gateway.limits.degrade import DegradingCounters, DegradingRateLimiter
 from gateway.limits.shared_state import SharedState
 from gateway.limits.ratelimit import RedisRateLimiter
 from gateway.limits.redis_budgets import RedisCounters
+from gateway.limits.settler import RedisSettler
+from gateway.state.connections import RedisConnections
+from gateway.state.outbox import RedisOutbox
 from gateway.state.base import CooldownPolicy
 from gateway.state.redis_health import RedisHealth
 from tests.e2e.cutproxy import CutProxy
@@ -37,12 +41,21 @@ class Replica:
     def __init__(self, port: int, prefix: str, name: str) -> None:
         self.redis = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
         self.state = SharedState(self.redis, prefix, name, deadline_s=0.3, probe_s=0.1)
-        self.counters = DegradingCounters(RedisCounters(self.redis, prefix), self.state)
+        shared_counters, shared_limiter = RedisCounters(self.redis, prefix), RedisRateLimiter(self.redis, prefix)
+        self.counters = DegradingCounters(shared_counters, self.state)
         self.budgets = Budgets(self.counters, spend_from_ledger)
-        self.limiter = DegradingRateLimiter(RedisRateLimiter(self.redis, prefix), self.state)
+        self.limiter = DegradingRateLimiter(shared_limiter, self.state)
+        self.connections = RedisConnections(self.redis)
+        gate = RedisGate(self.redis, shared_limiter, shared_counters, self.connections)
+        self.admission = Admission(DegradingGate(gate, self.limiter, self.counters, self.state), self.budgets)
+        self.settler = RedisSettler(RedisOutbox(self.connections, guard=self.state.call), self.budgets,
+                                    shared_counters, shared_limiter, local_counters=self.counters,
+                                    local_limiter=self.limiter)
 
     async def close(self) -> None:
+        await self.settler.drain()
         await self.state.stop()
+        await self.connections.close()
         await self.redis.aclose()
 
 
@@ -235,3 +248,53 @@ async def test_the_share_keeps_back_what_peers_may_have_spent_since_the_last_rea
     scope = Scope("key", "k", "c", 1000, 60, datetime.now(timezone.utc))
     share = counters._share(scope)
     assert share is not None and share.share == (1000 - 500 - int(100 * (0.5 + 0.1))) // 2
+
+
+async def counter_state(prefix: str, counter: str) -> tuple[int, int]:
+    check = aioredis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        spent, reserved = await check.hmget(f"{prefix}budget:{counter}", "spent", "reserved")
+        return int(spent or 0), int(reserved or 0)
+    finally:
+        await check.aclose()
+
+
+async def test_admission_on_the_local_shares_charges_both_or_neither(replicas: list[Replica],
+                                                                     redis_proxy: CutProxy) -> None:
+    a, _ = replicas
+    who = Identity(team="search", key_id="abcdef012345", key_budget=Budget(BUDGET, "day"), rpm=6000)
+    await a.admission.admit(who, "seen", 1, WORST)  # through Redis: the counter's total is known
+    redis_proxy.cut()
+    with pytest.raises(RateLimited):  # the local bucket starts empty: no share of the budget is taken
+        await a.admission.admit(who, "first-local", 1, WORST)
+    assert a.state.degraded
+    counter = a.budgets.scopes(who)[0].counter
+    assert counter not in a.counters._shares and "first-local" not in a.counters._local
+    await asyncio.sleep(0.1)  # 3000/min each: about 5 requests refilled
+    for i in range(20):  # bigger than the share: refused, and no local rpm taken either
+        with pytest.raises(BudgetExceeded):
+            await a.admission.admit(who, f"too-big-{i}", 1, BUDGET)
+    for i in range(3):
+        await a.admission.admit(who, f"local-{i}", 1, WORST)
+    assert a.counters._shares[counter].used == 3 * cost_units(WORST)
+
+
+async def test_a_settlement_queued_while_redis_goes_down_is_settled_locally_and_reconciled(
+        replicas: list[Replica], redis_proxy: CutProxy, redis_prefix: str) -> None:
+    a, _ = replicas
+    admitted = [await a.admission.admit(WHO, f"before-{i}", None, WORST) for i in range(3)]
+    counter = a.budgets.scopes(WHO)[0].counter
+    redis_proxy.cut()
+    for r in admitted:  # queued: their batch meets the cut connection
+        a.settler.settle(WHO, r, ACTUAL, None, 0)
+    await a.settler.drain()
+    assert a.state.degraded
+    assert [s.request_id for s in a.counters._settled] == [r.request_id for r in admitted]  # settled locally
+    redis_proxy.restore()
+    await wait_for(lambda: not a.state.degraded)
+    assert await counter_state(redis_prefix, counter) == (3 * cost_units(ACTUAL), 0)  # reconciled, exactly once
+    await a.counters.reconcile()
+    for r in admitted:  # and a late duplicate changes nothing: the settle markers
+        a.settler.settle(WHO, r, ACTUAL, None, 0)
+    await a.settler.drain()
+    assert await counter_state(redis_prefix, counter) == (3 * cost_units(ACTUAL), 0)

@@ -4,22 +4,11 @@ reply or error, a lost connection fails the whole batch, and scripts survive a R
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
 
 from gateway.state.autopipe import AutoPipeline
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.from_url(REDIS_URL)
-    yield c
-    await c.aclose()
 
 
 async def test_fifty_concurrent_commands_go_out_in_a_few_pipelines_each_with_its_own_reply(
