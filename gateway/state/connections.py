@@ -28,7 +28,6 @@ from typing import Any, Sequence
 from redis.exceptions import NoScriptError, ResponseError
 
 DEFAULT_MAX_CONNECTIONS = 64
-_MAX_BATCH = 512
 
 
 class RedisConnections:
@@ -43,9 +42,6 @@ class RedisConnections:
         self._idle: deque[Any] = deque()
         self._open = 0
         self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._inflight = 0  # calls out now (a lone call goes at once; calls meanwhile wait for one batch)
-        self._batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` in one write and read their replies, in order; an error reply is returned in its place
@@ -78,49 +74,11 @@ class RedisConnections:
         return out
 
     async def call(self, *args: Any) -> Any:
-        """One command; an error reply is raised. With nothing else out, it goes at once, on its own; while other
-        calls are out, it waits for the next batch: the calls of concurrent requests go as ONE pipeline per loop
-        pass (auto-pipelining: under load one write and one wake-up for many requests' admissions instead of one
-        each; 64 concurrent callers measured ~5x less CPU per call)."""
-        if self._inflight == 0:
-            self._inflight += 1
-            try:
-                (reply,) = await self.execute((args,))
-            finally:
-                self._inflight -= 1
-        else:
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._batch.append((args, fut))
-            if self._flusher is None:
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
-            reply = await fut
+        """One command; an error reply is raised."""
+        (reply,) = await self.execute((args,))
         if isinstance(reply, ResponseError):
             raise reply
         return reply
-
-    async def _flush(self) -> None:
-        """Send what queued up as one pipeline, again until nothing is left; each caller gets its own reply or
-        error reply; a failed exchange (reset, deadline) fails every caller of that batch with its error."""
-        try:
-            while self._batch:
-                batch, self._batch = self._batch[:_MAX_BATCH], self._batch[_MAX_BATCH:]
-                self._inflight += 1
-                try:
-                    replies = await self.execute([args for args, _ in batch])
-                except BaseException as e:  # (cancelled at shutdown: its callers must not wait forever)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e if isinstance(e, Exception) else ConnectionError("cancelled"))
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                finally:
-                    self._inflight -= 1
-                for (_, fut), reply in zip(batch, replies):
-                    if not fut.done():  # a caller that gave up: its command ran anyway
-                        fut.set_result(reply)
-        finally:
-            self._flusher = None
 
     async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA of a `register_script` object; loads it first if Redis does not hold it (restarted, flushed)."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
+from redis.exceptions import ResponseError
 
 from gateway.state.connections import RedisConnections
 
@@ -79,44 +78,3 @@ async def test_a_script_redis_does_not_hold_is_loaded_and_run(client: aioredis.R
         assert await conns.evalsha(script, [redis_prefix + "n"], []) == 2
     finally:
         await conns.close()
-
-
-async def test_concurrent_calls_go_out_in_a_few_pipelines_each_with_its_own_reply(
-        client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    sent: list[int] = []
-    real = conns.execute
-
-    async def counting(commands: Any) -> list[Any]:
-        sent.append(len(commands))
-        return await real(commands)
-
-    conns.execute = counting  # type: ignore[method-assign]
-    try:
-        await client.set(redis_prefix + "text", "not a number")
-        calls = [conns.call("INCRBY", f"{redis_prefix}n{i % 5}", i) for i in range(50)]
-        calls.insert(25, conns.call("INCR", redis_prefix + "text"))
-        replies = await asyncio.gather(*calls, return_exceptions=True)
-        assert sent == [1, 50]  # the first went at once, the rest as one pipeline behind it
-        assert isinstance(replies[25], ResponseError)
-        numbers = replies[:25] + replies[26:]
-        totals = {k: 0 for k in range(5)}
-        expected = []
-        for i in range(50):
-            totals[i % 5] += i
-            expected.append(totals[i % 5])
-        assert numbers == expected
-        assert conns._open <= 2
-    finally:
-        await conns.close()
-
-
-async def test_a_batch_whose_connection_fails_fails_each_of_its_callers() -> None:
-    down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    conns = RedisConnections(down)
-    try:
-        results = await asyncio.gather(*(conns.call("PING") for _ in range(5)), return_exceptions=True)
-        assert all(isinstance(r, RedisConnectionError) for r in results)
-    finally:
-        await conns.close()
-        await down.aclose()
