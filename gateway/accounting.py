@@ -105,6 +105,15 @@ class RequestBooks:
         if d is not None and usage is not None:
             cost = self.cost_of(d, usage)
             baseline = self.baseline_cost(usage)
+        # The Redis writes that need not hold up the response (settlement, the prefix cache's) are queued before the
+        # row is awaited: they go out in the same loop pass as the row's write, so one wake-up serves both replies.
+        if (self.reservation is not None or self.tpm_estimate is not None) and s.settler is not None:
+            # tpm counts the tokens actually used (contract 4): the bucket is charged the difference from the
+            # admission's estimate (a failed request used none). Sent off the response path, in batches.
+            s.settler.settle(self.identity, self.reservation, cost.total_reporting if cost is not None else Decimal(0),
+                             self.tpm_estimate, 0 if usage is None else usage.prompt_tokens + usage.output_tokens)
+        if self.on_answer is not None and d is not None and usage is not None and status == "success":
+            self.on_answer(d, usage)
         e = self.entry
         if e is not None and d is not None:
             self.entry = e = LedgerEntry(
@@ -121,15 +130,8 @@ class RequestBooks:
             m.observe_duration(provider, model, elapsed)
             if ttft_s is not None:
                 m.observe_ttft(provider, model, ttft_s)
-        if self.on_answer is not None and d is not None and usage is not None and status == "success":
-            self.on_answer(d, usage)
         if d is not None and usage is not None and cost is not None:
             m.record_usage(provider, model, self.identity.team, usage, cost, baseline)
-        if (self.reservation is not None or self.tpm_estimate is not None) and s.settler is not None:
-            # tpm counts the tokens actually used (contract 4): the bucket is charged the difference from the
-            # admission's estimate (a failed request used none). Sent off the response path, in batches.
-            s.settler.settle(self.identity, self.reservation, cost.total_reporting if cost is not None else Decimal(0),
-                             self.tpm_estimate, 0 if usage is None else usage.prompt_tokens + usage.output_tokens)
         return cost
 
 
