@@ -25,27 +25,9 @@ import asyncio
 from collections import deque
 from typing import Any, Sequence
 
-from hiredis import pack_command as _hiredis_pack
 from redis.exceptions import NoScriptError, ResponseError
 
 DEFAULT_MAX_CONNECTIONS = 64
-
-
-def _pack(conn: Any, commands: Sequence[Sequence[Any]]) -> Any:
-    """The commands in RESP, packed by hiredis in C (redis-py's asyncio connection packs in Python: ~8 us against ~1
-    for an admission's EVALSHA, in a loop). The same bytes for what the path sends (str, bytes, int: a test
-    compares them); anything hiredis does not take the same way (a multi-word command name, a bool, a Decimal,
-    a memoryview) goes through redis-py's packer, with its own checks and errors."""
-    try:
-        parts = []
-        for cmd in commands:
-            first = cmd[0]
-            if not isinstance(first, str) or " " in first:
-                raise TypeError
-            parts.append(_hiredis_pack(tuple(cmd)))
-        return b"".join(parts)
-    except TypeError:
-        return conn.pack_commands(commands)
 
 
 class RedisConnections:
@@ -82,7 +64,7 @@ class RedisConnections:
     async def _exchange(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if conn.is_connected and await conn.can_read():  # data nobody asked for, or closed by the server
             await conn.disconnect()
-        await conn.send_packed_command(_pack(conn, commands), check_health=False)
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
         out: list[Any] = []
         for _ in commands:
             try:

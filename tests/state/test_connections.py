@@ -78,28 +78,3 @@ async def test_a_script_redis_does_not_hold_is_loaded_and_run(client: aioredis.R
         assert await conns.evalsha(script, [redis_prefix + "n"], []) == 2
     finally:
         await conns.close()
-
-
-def test_commands_are_packed_as_redis_py_packs_them() -> None:
-    from decimal import Decimal
-
-    from redis.asyncio.connection import Connection
-
-    from gateway.state.connections import _pack
-
-    conn = Connection()
-    commands = [("EVALSHA", "a" * 40, 2, "gw:rl:k:rpm", "gw:budget:k:m2026-12", "gw-0123", 100000, "1234567890123"),
-                ("HGETALL", b"gw:pc:00ff"), ("SET", "k", 1.5), ("PUBLISH", "ch", "ünïcode")]
-    assert _pack(conn, commands) == b"".join(conn.pack_commands(commands))
-    # What hiredis would pack differently or refuse goes through redis-py's packer.
-    for odd in [[("CONFIG GET", "maxmemory")], [("SET", "k", Decimal("1.5"))]]:
-        try:
-            expected: Any = b"".join(conn.pack_commands(odd))
-        except Exception as e:
-            expected = type(e)
-        try:
-            got: Any = _pack(conn, odd)
-            got = got if isinstance(got, bytes) else b"".join(got)
-        except Exception as e:
-            got = type(e)
-        assert got == expected
