@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--top", type=int, default=45)
+    ap.add_argument("--blocking", action="store_true",
+                    help="pause the process per sample: whole stacks (inclusive shares right), more overhead")
     args = ap.parse_args()
     nginx, wrk_bin = ensure_tools([])
     work = Path(tempfile.mkdtemp(prefix="gw-prof-"))
@@ -73,7 +75,8 @@ def main() -> None:
             url = f"http://127.0.0.1:{proxy.port}/v1/chat/completions"
             wrk(wrk_bin, url, body, 8, 2, "warm-up", bearer=proxy.bearer)
             spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-r", "250", "-f", "raw", "-o",
-                                    str(folded), "-d", str(args.seconds), "-p", str(proxy.pid), "--nonblocking"],
+                                    str(folded), "-d", str(args.seconds), "-p", str(proxy.pid)]
+                                   + ([] if args.blocking else ["--nonblocking"]),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t = threading.Thread(target=lambda: wrk(wrk_bin, url, body, args.conns, args.seconds + 1, "load",
                                                       bearer=proxy.bearer))

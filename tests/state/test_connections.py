@@ -1,16 +1,23 @@
-"""The request path's Redis connections (gateway/state/connections.py), against real Redis: replies stay in step
-with their callers whatever goes wrong, connections are reused, bounded, and replaced when the server drops them."""
+"""The request path's Redis connection (gateway/state/connections.py), against real Redis: every caller gets its
+own replies whatever goes wrong, concurrent calls share one connection and one write, and a connection that
+fails or stops answering is replaced."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.state.connections import RedisConnections
+from gateway.state.connections import RedisConnections, pack
+from tests.conftest import REDIS_URL
 
 
 async def test_a_pipeline_answers_in_order_and_an_error_reply_keeps_the_connection(
@@ -19,18 +26,48 @@ async def test_a_pipeline_answers_in_order_and_an_error_reply_keeps_the_connecti
     try:
         k = redis_prefix + "s"
         replies = await conns.execute([("SET", k, "v"), ("HGET", k, "f"), ("GET", k)])
-        assert replies[0] is True or replies[0] == b"OK"
+        assert replies[0] == b"OK"
         assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
         assert replies[2] == b"v"
         with pytest.raises(ResponseError):
             await conns.call("HGET", k, "f")
         assert await conns.call("GET", k) == b"v"
+        assert await conns.execute([]) == []
         assert conns._open == 1  # one connection served every call
     finally:
         await conns.close()
 
 
-async def test_a_call_cut_short_by_its_deadline_never_hands_its_reply_to_the_next_caller(
+async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(
+        client: aioredis.Redis, redis_prefix: str) -> None:
+    conns = RedisConnections(client)
+    try:
+        keys = [f"{redis_prefix}c{i}" for i in range(200)]
+        await asyncio.gather(*(conns.call("SET", k, str(i)) for i, k in enumerate(keys)))
+        got = await asyncio.gather(*(conns.execute([("GET", k), ("STRLEN", k)]) for k in keys))
+        assert got == [[str(i).encode(), len(str(i))] for i in range(200)]
+        assert conns._open == 1
+    finally:
+        await conns.close()
+
+
+async def test_concurrent_calls_of_one_loop_pass_go_out_in_one_write(client: aioredis.Redis, redis_prefix: str) -> None:
+    conns = RedisConnections(client)
+    try:
+        await conns.call("PING")  # connected
+        link = conns._link
+        assert link is not None
+        writes: list[bytes] = []
+        real_write = link._transport.write
+        link._transport.write = lambda data: (writes.append(data), real_write(data))  # type: ignore[method-assign]
+        replies = await asyncio.gather(*(conns.call("INCR", redis_prefix + "n") for _ in range(20)))
+        assert sorted(replies) == list(range(1, 21))
+        assert len(writes) == 1 and writes[0].count(b"INCR") == 20
+    finally:
+        await conns.close()
+
+
+async def test_a_caller_that_gives_up_never_gets_its_reply_handed_to_the_next_caller(
         client: aioredis.Redis, redis_prefix: str) -> None:
     conns = RedisConnections(client)
     try:
@@ -38,35 +75,71 @@ async def test_a_call_cut_short_by_its_deadline_never_hands_its_reply_to_the_nex
         await conns.call("SET", k, "mine")
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
-                await conns.call("BLPOP", empty, "0.3")  # its reply (nil) would come 0.3 s later
-        await client.rpush(empty, "late")  # had the BLPOP stayed on its connection, it would take this
+                await conns.call("BLPOP", empty, "0.2")  # its reply (nil) comes 0.2 s later
+        # The next caller is answered after it, with its own reply, not the abandoned nil.
         assert await conns.call("GET", k) == b"mine"
-        assert await client.lrange(empty, 0, -1) == [b"late"]
+        assert conns._open == 1
     finally:
         await conns.close()
 
 
-async def test_a_connection_the_server_dropped_is_replaced(client: aioredis.Redis) -> None:
+async def test_a_connection_that_stops_answering_is_closed_at_the_deadline_and_replaced(
+        client: aioredis.Redis, redis_prefix: str) -> None:
+    conns = RedisConnections(client)
+    conns.deadline_s = 0.1
+    try:
+        k = redis_prefix + "k"
+        await conns.call("SET", k, "v")
+        waiting = asyncio.gather(conns.call("BLPOP", redis_prefix + "empty", "1"), conns.call("GET", k),
+                                 return_exceptions=True)
+        replies = await asyncio.wait_for(waiting, 0.8)  # not the 1 s the BLPOP would hold the connection
+        assert all(isinstance(r, RedisTimeoutError) for r in replies)
+        assert await conns.call("GET", k) == b"v"  # on a new connection
+        assert conns._open == 2
+    finally:
+        await conns.close()
+
+
+async def test_a_connection_the_server_dropped_fails_its_calls_and_is_replaced(
+        client: aioredis.Redis, redis_prefix: str) -> None:
     conns = RedisConnections(client)
     try:
         name = f"conns-test-{uuid.uuid4().hex[:8]}"
-        assert await conns.call("CLIENT", "SETNAME", name)
-        await client.client_kill_filter(_type=None, skipme=True, laddr=None, _id=await conns.call("CLIENT", "ID"))
-        await asyncio.sleep(0.05)  # the close reaches this process
-        assert await conns.call("PING") in (True, b"PONG")  # on a new connection, not an error
+        assert await conns.call("CLIENT", "SETNAME", name) == b"OK"
+        blocked = asyncio.ensure_future(conns.call("BLPOP", redis_prefix + "empty", "2"))
+        await asyncio.sleep(0.05)
+        (victim,) = [c["id"] for c in await client.client_list() if c["name"] == name]
+        await client.client_kill_filter(_id=victim)
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(blocked, 1)
+        assert await conns.call("PING") == b"PONG"  # on a new connection, not an error
         assert await conns.call("CLIENT", "GETNAME") is None
     finally:
         await conns.close()
 
 
-async def test_at_most_max_connections_are_opened_and_the_rest_wait(client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client, max_connections=2)
+async def test_a_server_that_cannot_be_reached_raises_a_connection_error_for_every_waiting_caller() -> None:
+    down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5, retry_on_error=[], retry=None)
+    conns = RedisConnections(down)
     try:
-        empty = redis_prefix + "wait"
-        replies = await asyncio.gather(*(conns.call("BLPOP", empty, "0.05") for _ in range(6)))
-        assert replies == [None] * 6 and conns._open == 2
+        results = await asyncio.gather(*(conns.call("PING") for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, (RedisConnectionError, OSError)) for r in results)
     finally:
         await conns.close()
+        await down.aclose()
+
+
+async def test_the_client_url_settings_reach_the_connection(redis_prefix: str) -> None:
+    other = aioredis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/14", decode_responses=True)
+    conns = RedisConnections(other)
+    try:
+        await conns.call("SET", redis_prefix + "db", "é")
+        assert await other.get(redis_prefix + "db") == "é"  # SELECT 14 was sent
+        assert await conns.call("GET", redis_prefix + "db") == "é"  # replies decoded as the client asks
+    finally:
+        await other.delete(redis_prefix + "db")
+        await conns.close()
+        await other.aclose()
 
 
 async def test_a_script_redis_does_not_hold_is_loaded_and_run(client: aioredis.Redis, redis_prefix: str) -> None:
@@ -78,3 +151,20 @@ async def test_a_script_redis_does_not_hold_is_loaded_and_run(client: aioredis.R
         assert await conns.evalsha(script, [redis_prefix + "n"], []) == 2
     finally:
         await conns.close()
+
+
+@pytest.mark.parametrize("command", [
+    ("EVALSHA", "ab" * 20, 2, "gw:k", b"raw\x00bytes", 12, -3, 2.5, 0.1, 1e20, "é€", ""),
+    ("SCRIPT LOAD", "return 1"),  # a two-word name: redis-py splits it
+    ("SET", "k", memoryview(b"mv")),
+])
+def test_commands_are_packed_to_the_same_bytes_as_redis_py_packs_them(command: tuple) -> None:
+    packer = Connection()
+    expected = b"".join(packer.pack_commands([command]))
+    assert pack([command, ("PING",)], packer) == expected + hiredis.pack_command(("PING",))
+
+
+@pytest.mark.parametrize("value", [True, Decimal("1.50"), None])
+def test_a_value_redis_py_would_refuse_is_refused_with_its_error(value: object) -> None:
+    with pytest.raises(DataError):
+        pack([("SET", "k", value)], Connection())
