@@ -50,7 +50,8 @@ def parse_key(token: str) -> str | None:
 
 
 def hash_key(secret: bytes, token: str) -> str:
-    return hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
+    # hmac.digest is OpenSSL's one-shot HMAC (~1 us; an HMAC object costs ~5 on every authenticated request)
+    return hmac.digest(secret, token.encode(), "sha256").hex()
 
 
 def matches(secret: bytes, token: str, stored_hash: str) -> bool:

@@ -108,6 +108,11 @@ class RedisGate:
         self._limiter = limiter
         self._counters = counters
 
+    @property
+    def deadline_s(self) -> float | None:
+        """How long an admission may wait on Redis before it fails on its own (None: no bound)."""
+        return self._connections.deadline_s
+
     async def admit(self, ask: Ask) -> ReserveOutcome:
         who = ask.identity
         key_id = who.key_id or ""
@@ -128,10 +133,11 @@ class DegradingGate:
         self._limiter = limiter
         self._counters = counters
         self._state = state
+        self._bounded = inner.deadline_s is not None and inner.deadline_s <= state.deadline_s
 
     async def admit(self, ask: Ask) -> ReserveOutcome:
         try:
-            outcome = await self._state.call(lambda: self._inner.admit(ask))
+            outcome = await self._state.call(lambda: self._inner.admit(ask), bounded=self._bounded)
         except Degraded:
             charge: Callable[[], None] = nothing
             if ask.tokens is not None:

@@ -6,6 +6,7 @@ owns the engine and the Redis client (it closes them); `LimitServices.start/stop
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,20 +102,24 @@ def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
         counters = RedisCounters(redis, prefix)
         limiter = RedisRateLimiter(redis, prefix)
         health: Health = RedisHealth(redis, cooldown_policies(config), prefix=prefix)
-        connections = RedisConnections(redis)
+        if g.on_shared_state_unavailable == "degrade":
+            state = SharedState(redis, prefix, replica_id or uuid.uuid4().hex)
+        # With degrade mode, the path's Redis calls give up at the shared state's deadline on their own.
+        connections = RedisConnections(redis, deadline_s=state.deadline_s if state is not None else None)
         redis_gate = RedisGate(redis, limiter, counters, connections)
         gate: Gate = redis_gate
         shared_counters: Any = counters
         ratelimit: RateLimiter = limiter
         local_counters = local_limiter = None
-        if g.on_shared_state_unavailable == "degrade":
+        guard = None
+        if state is not None:
             # Without Redis, keep serving on this replica's conservative share (refuse: a 503 instead).
-            state = SharedState(redis, prefix, replica_id or uuid.uuid4().hex)
             shared_counters = local_counters = DegradingCounters(counters, state)
             ratelimit = local_limiter = DegradingRateLimiter(limiter, state)
             gate = DegradingGate(redis_gate, local_limiter, local_counters, state)
+            guard = functools.partial(state.call, bounded=True)
         budgets = budgets_on(shared_counters)
-        outbox = RedisOutbox(connections, guard=state.call if state is not None else None)
+        outbox = RedisOutbox(connections, guard=guard)
         settler: Settler = RedisSettler(outbox, budgets, counters, limiter, local_counters=local_counters,
                                         local_limiter=local_limiter)
     else:

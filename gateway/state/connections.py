@@ -59,7 +59,8 @@ class _Call:
     __slots__ = ("future", "left", "replies", "due")
 
     def __init__(self, future: asyncio.Future[list[Any]], left: int, due: float) -> None:
-        self.future, self.left, self.replies, self.due = future, left, [], due
+        self.future, self.left, self.due = future, left, due
+        self.replies: list[Any] = []
 
 
 class _Link(asyncio.Protocol):
@@ -135,11 +136,13 @@ class _Link(asyncio.Protocol):
 
 
 class RedisConnections:
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, *, deadline_s: float | None = None) -> None:
+        """`deadline_s`: how long a reply (or opening a connection) may take before the connection counts as
+        lost; the client's socket timeout by default."""
         pool = redis.connection_pool  # only for the client's settings
         self._make = pool.connection_class
         self._kwargs = dict(pool.connection_kwargs)
-        self.deadline_s: float | None = self._kwargs.get("socket_timeout")
+        self.deadline_s: float | None = deadline_s if deadline_s is not None else self._kwargs.get("socket_timeout")
         self._packer = self._make(**self._kwargs)  # never connected: packs what hiredis does not
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
@@ -189,7 +192,12 @@ class RedisConnections:
 
     async def _open_link(self) -> _Link:
         conn = self._make(**self._kwargs)
-        await conn.connect()  # redis-py's handshake: TLS, AUTH, SELECT, HELLO, client name
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                await conn.connect()  # redis-py's handshake: TLS, AUTH, SELECT, HELLO, client name
+        except TimeoutError:
+            conn._close()
+            raise RedisTimeoutError(f"could not connect to Redis within {self.deadline_s}s") from None
         streams = conn._writer, conn._reader
         transport = streams[0].transport
         conn._writer = conn._reader = None  # the socket is the link's now: the connection must not close it

@@ -5,6 +5,7 @@ exactly once when Redis returns."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from decimal import Decimal
 from typing import Any, AsyncIterator, Iterator
 
@@ -45,10 +46,12 @@ class Replica:
         self.counters = DegradingCounters(shared_counters, self.state)
         self.budgets = Budgets(self.counters, spend_from_ledger)
         self.limiter = DegradingRateLimiter(shared_limiter, self.state)
-        self.connections = RedisConnections(self.redis)
+        # As gateway/limits/wiring.py builds them: the path's calls give up at the shared state's deadline.
+        self.connections = RedisConnections(self.redis, deadline_s=self.state.deadline_s)
         gate = RedisGate(self.redis, shared_limiter, shared_counters, self.connections)
         self.admission = Admission(DegradingGate(gate, self.limiter, self.counters, self.state), self.budgets)
-        self.settler = RedisSettler(RedisOutbox(self.connections, guard=self.state.call), self.budgets,
+        guard = functools.partial(self.state.call, bounded=True)
+        self.settler = RedisSettler(RedisOutbox(self.connections, guard=guard), self.budgets,
                                     shared_counters, shared_limiter, local_counters=self.counters,
                                     local_limiter=self.limiter)
 
@@ -125,6 +128,29 @@ async def test_replicas_spend_only_their_share_while_redis_is_down_and_reconcile
     assert units == cost_units(ACTUAL) * (5 + 1 + served["a"] + served["b"])  # every spend added exactly once
     assert reserved == 0 and units_to_money(units) <= BUDGET
     assert await spend(a, "after")  # shared counters again
+
+
+async def test_a_redis_that_stops_answering_degrades_admission_within_the_deadline(
+        replicas: list[Replica], redis_proxy: CutProxy) -> None:
+    a, _ = replicas
+    who = WHO  # a budget (local rate limits start empty while Redis is down: a refusal would prove less)
+    loop = asyncio.get_running_loop()
+
+    async def admitted_within(request_id: str) -> float:
+        started = loop.time()
+        reservation = await asyncio.wait_for(a.admission.admit(who, request_id, None, WORST), 5)
+        assert reservation.units > 0  # reserved, on the local share
+        return loop.time() - started
+
+    await a.admission.admit(who, "connected", None, WORST)  # the path's connection is open
+    redis_proxy.hang()  # bytes stop flowing; the connection stays open
+    assert await admitted_within("while-hung") < 1.5  # the 0.3 s deadline, not redis-py's 5 s
+    assert a.state.degraded
+    await a.connections.close()  # the next call opens a connection: accepted, then its handshake never answers
+    a.state.degraded = False
+    assert await admitted_within("new-connection-hung") < 1.5
+    assert a.state.degraded
+    redis_proxy.restore()
 
 
 async def test_a_request_still_running_when_redis_returns_holds_its_reservation_there(
