@@ -24,7 +24,7 @@ from gateway import errors as E
 from gateway.accounting import RequestBooks, new_request_id, utc_now
 from gateway.cache.service import Lookup
 from gateway.decisions.fallback import BAD_RESPONSE, classify_failure
-from gateway.decisions.pricing import expected_cost, unit_prices
+from gateway.decisions.pricing import expected_cost
 from gateway.decisions.routing import Candidate, Decision, explain, rank
 from gateway.dialects import DIALECTS
 from gateway.dialects.base import ClientDialect, native_pool
@@ -128,7 +128,7 @@ class Pipeline:
             adm = self.s.admission
             if adm is not None:
                 tokens = facts.prompt_tokens + facts.expected_output_tokens if adm.rate_limited(identity) else None
-                worst = self._worst_case(facts, attempts, prices, started_at) if adm.budgeted(identity) else None
+                worst = self._worst_case(facts, attempts, prices) if adm.budgeted(identity) else None
                 if tokens is not None or worst is not None:
                     books.reservation = await _shared_state(adm.admit(identity, request_id, tokens, worst),
                                                             request_id)
@@ -192,8 +192,8 @@ class Pipeline:
             return None
         return await cache.hint(parsed.body, pool, prices, parsed.segments)
 
-    def _worst_case(self, facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion,
-                    now: datetime) -> Decimal:
+    @staticmethod
+    def _worst_case(facts: RequestFacts, attempts: tuple[Candidate, ...], prices: PriceVersion) -> Decimal:
         """Most any attempt could cost: the prompt at input price (at the cache-write price where writing costs
         more: the vendor may write all of it to its cache) plus every allowed output token."""
         worst = Decimal(0)
@@ -202,7 +202,7 @@ class Pipeline:
             out = facts.requested_output_tokens
             if out is None:
                 out = d.max_output_tokens if d.max_output_tokens is not None else d.context_window - facts.prompt_tokens
-            up = unit_prices(prices.prices[d.key], facts.prompt_tokens, now)
+            up = c.unit_prices  # the router's, in force for this prompt at `now`
             written = facts.prompt_tokens if up.cache_write > up.input else 0
             worst = max(worst, expected_cost(up, facts.prompt_tokens, max(out, 0), prices.fx(up.currency),
                                              cache_write_tokens=written))

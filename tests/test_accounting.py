@@ -107,5 +107,5 @@ def test_a_budgets_worst_case_prices_the_prompt_at_cache_write_where_writing_cos
                    for d in s.deployments)
     worst = Pipeline(s)._worst_case
     # Sonnet may write the whole prompt to its cache: (1,000 x 3.75 + 500 x 15) / 1M USD x 7.10.
-    assert worst(facts, (sonnet,), prices, T0) == Decimal("0.079875")
-    assert worst(facts, (gpt,), prices, T0) == Decimal("0.05325")  # no dearer cache write: the input price
+    assert worst(facts, (sonnet,), prices) == Decimal("0.079875")
+    assert worst(facts, (gpt,), prices) == Decimal("0.05325")  # no dearer cache write: the input price
