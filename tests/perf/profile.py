@@ -19,24 +19,31 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from tests.perf.replica import ReplicaBackends
 from tests.perf.run import PY, bare_proxy, chat_body, ensure_tools, gateway_proxy, wrk
 from tests.perf.standin import AsyncioStandIn, NginxStandIn, StandIn
 
 
-def summarize(folded: Path, top: int) -> str:
-    self_c: collections.Counter[str] = collections.Counter()
-    incl: collections.Counter[str] = collections.Counter()
-    total = 0
+def read_folded(folded: Path) -> Iterator[tuple[str, list[str], int]]:
+    """Each stack of a `py-spy record -f raw` file: the raw stack, its frames as 'function (file)' (no directories,
+    no line numbers), and its sample count."""
     for line in folded.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit():
             continue
-        count = int(n)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1].rstrip(")") + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        yield stack, frames, int(n)
+
+
+def summarize(folded: Path, top: int) -> str:
+    self_c: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for _, frames, count in read_folded(folded):
         total += count
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1] + ")" if " (" in f else f
-                  for f in stack.split(";")]
         if frames:
             self_c[frames[-1]] += count
         for f in set(frames):

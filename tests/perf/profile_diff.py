@@ -15,6 +15,8 @@ import argparse
 import collections
 from pathlib import Path
 
+from tests.perf.profile import read_folded
+
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("auth", ("Authenticator.",)),
     ("admission", ("Admission.admit", "DegradingGate.admit", "RedisGate.", "MemoryGate", "_shared_state")),
@@ -29,30 +31,15 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def _frames(stack: str) -> list[str]:
-    """'function (file)' per frame, without line numbers and directories."""
-    out = []
-    for f in stack.split(";"):
-        if " (" in f:
-            name, where = f.split(" (", 1)
-            out.append(f"{name} ({where.split(':')[0].split('/')[-1].rstrip(')')})")
-    return out
-
-
 def load(folded: Path, cpu_us: float) -> tuple[dict[str, float], dict[str, float]]:
     """(per stage, per function's own time), in us per request."""
     stages: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in folded.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        count = int(n)
+    for stack, frames, count in read_folded(folded):
         total += count
         stage = next((name for name, keys in STAGES if any(k in stack for k in keys)), "event loop, other")
         stages[stage] += count
-        frames = _frames(stack)
         if frames:
             own[frames[-1]] += count
     scale = cpu_us / max(total, 1)

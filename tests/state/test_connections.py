@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import AsyncIterator
 from decimal import Decimal
 
 import hiredis
@@ -20,73 +21,64 @@ from gateway.state.connections import RedisConnections, pack
 from tests.conftest import REDIS_URL
 
 
+@pytest.fixture
+async def conns(client: aioredis.Redis) -> AsyncIterator[RedisConnections]:
+    c = RedisConnections(client)
+    yield c
+    await c.close()
+
+
 async def test_a_pipeline_answers_in_order_and_an_error_reply_keeps_the_connection(
-        client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        k = redis_prefix + "s"
-        replies = await conns.execute([("SET", k, "v"), ("HGET", k, "f"), ("GET", k)])
-        assert replies[0] == b"OK"
-        assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
-        assert replies[2] == b"v"
-        with pytest.raises(ResponseError):
-            await conns.call("HGET", k, "f")
-        assert await conns.call("GET", k) == b"v"
-        assert await conns.execute([]) == []
-        assert conns._open == 1  # one connection served every call
-    finally:
-        await conns.close()
+        conns: RedisConnections, redis_prefix: str) -> None:
+    k = redis_prefix + "s"
+    replies = await conns.execute([("SET", k, "v"), ("HGET", k, "f"), ("GET", k)])
+    assert replies[0] == b"OK"
+    assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert replies[2] == b"v"
+    with pytest.raises(ResponseError):
+        await conns.call("HGET", k, "f")
+    assert await conns.call("GET", k) == b"v"
+    assert await conns.execute([]) == []
+    assert conns._open == 1  # one connection served every call
 
 
 async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(
-        client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        keys = [f"{redis_prefix}c{i}" for i in range(200)]
-        await asyncio.gather(*(conns.call("SET", k, str(i)) for i, k in enumerate(keys)))
-        got = await asyncio.gather(*(conns.execute([("GET", k), ("STRLEN", k)]) for k in keys))
-        assert got == [[str(i).encode(), len(str(i))] for i in range(200)]
-        assert conns._open == 1
-    finally:
-        await conns.close()
+        conns: RedisConnections, redis_prefix: str) -> None:
+    keys = [f"{redis_prefix}c{i}" for i in range(200)]
+    await asyncio.gather(*(conns.call("SET", k, str(i)) for i, k in enumerate(keys)))
+    got = await asyncio.gather(*(conns.execute([("GET", k), ("STRLEN", k)]) for k in keys))
+    assert got == [[str(i).encode(), len(str(i))] for i in range(200)]
+    assert conns._open == 1
 
 
-async def test_concurrent_calls_of_one_loop_pass_go_out_in_one_write(client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        await conns.call("PING")  # connected
-        link = conns._link
-        assert link is not None
-        writes: list[bytes] = []
-        real_write = link._transport.write
-        link._transport.write = lambda data: (writes.append(data), real_write(data))  # type: ignore[method-assign]
-        replies = await asyncio.gather(*(conns.call("INCR", redis_prefix + "n") for _ in range(20)))
-        assert sorted(replies) == list(range(1, 21))
-        assert len(writes) == 1 and writes[0].count(b"INCR") == 20
-    finally:
-        await conns.close()
+async def test_concurrent_calls_of_one_loop_pass_go_out_in_one_write(
+        conns: RedisConnections, redis_prefix: str) -> None:
+    await conns.call("PING")  # connected
+    link = conns._link
+    assert link is not None
+    writes: list[bytes] = []
+    real_write = link._transport.write
+    link._transport.write = lambda data: (writes.append(data), real_write(data))  # type: ignore[method-assign]
+    replies = await asyncio.gather(*(conns.call("INCR", redis_prefix + "n") for _ in range(20)))
+    assert sorted(replies) == list(range(1, 21))
+    assert len(writes) == 1 and writes[0].count(b"INCR") == 20
 
 
 async def test_a_caller_that_gives_up_never_gets_its_reply_handed_to_the_next_caller(
-        client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        k, empty = redis_prefix + "k", redis_prefix + "empty"
-        await conns.call("SET", k, "mine")
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await conns.call("BLPOP", empty, "0.2")  # its reply (nil) comes 0.2 s later
-        # The next caller is answered after it, with its own reply, not the abandoned nil.
-        assert await conns.call("GET", k) == b"mine"
-        assert conns._open == 1
-    finally:
-        await conns.close()
+        conns: RedisConnections, redis_prefix: str) -> None:
+    k, empty = redis_prefix + "k", redis_prefix + "empty"
+    await conns.call("SET", k, "mine")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await conns.call("BLPOP", empty, "0.2")  # its reply (nil) comes 0.2 s later
+    # The next caller is answered after it, with its own reply, not the abandoned nil.
+    assert await conns.call("GET", k) == b"mine"
+    assert conns._open == 1
 
 
 async def test_a_connection_that_stops_answering_is_closed_at_the_deadline_and_replaced(
         client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    conns.deadline_s = 0.1
+    conns = RedisConnections(client, deadline_s=0.1)
     try:
         k = redis_prefix + "k"
         await conns.call("SET", k, "v")
@@ -101,21 +93,17 @@ async def test_a_connection_that_stops_answering_is_closed_at_the_deadline_and_r
 
 
 async def test_a_connection_the_server_dropped_fails_its_calls_and_is_replaced(
-        client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        name = f"conns-test-{uuid.uuid4().hex[:8]}"
-        assert await conns.call("CLIENT", "SETNAME", name) == b"OK"
-        blocked = asyncio.ensure_future(conns.call("BLPOP", redis_prefix + "empty", "2"))
-        await asyncio.sleep(0.05)
-        (victim,) = [c["id"] for c in await client.client_list() if c["name"] == name]
-        await client.client_kill_filter(_id=victim)
-        with pytest.raises(RedisConnectionError):
-            await asyncio.wait_for(blocked, 1)
-        assert await conns.call("PING") == b"PONG"  # on a new connection, not an error
-        assert await conns.call("CLIENT", "GETNAME") is None
-    finally:
-        await conns.close()
+        conns: RedisConnections, client: aioredis.Redis, redis_prefix: str) -> None:
+    name = f"conns-test-{uuid.uuid4().hex[:8]}"
+    assert await conns.call("CLIENT", "SETNAME", name) == b"OK"
+    blocked = asyncio.ensure_future(conns.call("BLPOP", redis_prefix + "empty", "2"))
+    await asyncio.sleep(0.05)
+    (victim,) = [c["id"] for c in await client.client_list() if c["name"] == name]
+    await client.client_kill_filter(_id=victim)
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(blocked, 1)
+    assert await conns.call("PING") == b"PONG"  # on a new connection, not an error
+    assert await conns.call("CLIENT", "GETNAME") is None
 
 
 async def test_a_server_that_cannot_be_reached_raises_a_connection_error_for_every_waiting_caller() -> None:
@@ -142,15 +130,12 @@ async def test_the_client_url_settings_reach_the_connection(redis_prefix: str) -
         await other.aclose()
 
 
-async def test_a_script_redis_does_not_hold_is_loaded_and_run(client: aioredis.Redis, redis_prefix: str) -> None:
-    conns = RedisConnections(client)
-    try:
-        # A script no one has loaded (its text is unique): EVALSHA answers NOSCRIPT first.
-        script = client.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])")
-        assert await conns.evalsha(script, [redis_prefix + "n"], []) == 1
-        assert await conns.evalsha(script, [redis_prefix + "n"], []) == 2
-    finally:
-        await conns.close()
+async def test_a_script_redis_does_not_hold_is_loaded_and_run(
+        conns: RedisConnections, client: aioredis.Redis, redis_prefix: str) -> None:
+    # A script no one has loaded (its text is unique): EVALSHA answers NOSCRIPT first.
+    script = client.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])")
+    assert await conns.evalsha(script, [redis_prefix + "n"], []) == 1
+    assert await conns.evalsha(script, [redis_prefix + "n"], []) == 2
 
 
 @pytest.mark.parametrize("command", [
