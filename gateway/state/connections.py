@@ -14,8 +14,9 @@ written once per loop pass; replies are parsed by hiredis as they arrive and han
   client's URL asks for), then its socket is taken over by `_Link`.
 - A caller that gives up (cancelled, or its own deadline) leaves its place in the queue; its replies are read and
   dropped, never handed to the next caller. Its commands still run (as they would once sent on any connection).
-- A connection whose oldest unanswered command is older than the client's socket timeout (redis-py's default:
-  5 s) is closed, and every call waiting on it fails with `redis.exceptions.TimeoutError`; one closed by the
+- A connection whose oldest unanswered command is older than the deadline (`deadline_s`: the shared state's in
+  degrade mode, else the client's socket timeout) is closed, and every call waiting on it fails with
+  `redis.exceptions.TimeoutError`; opening one is bounded by the same deadline. One closed by the
   server or the network fails them with `ConnectionError`. The next call opens a new one. Nothing is retried
   here: the admission script is not idempotent, so whether to try again is the caller's decision (the degrade
   mode's local shares, a 503, or a settlement's retry).
@@ -142,8 +143,9 @@ class RedisConnections:
         pool = redis.connection_pool  # only for the client's settings
         self._make = pool.connection_class
         self._kwargs = dict(pool.connection_kwargs)
-        self.deadline_s: float | None = deadline_s if deadline_s is not None else self._kwargs.get("socket_timeout")
         self._packer = self._make(**self._kwargs)  # never connected: packs what hiredis does not
+        # The client's socket timeout as redis-py resolves it (its default, 5 s, when the URL sets none).
+        self.deadline_s: float | None = deadline_s if deadline_s is not None else self._packer.socket_timeout
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
         self._open = 0  # connections opened so far

@@ -153,3 +153,9 @@ def test_commands_are_packed_to_the_same_bytes_as_redis_py_packs_them(command: t
 def test_a_value_redis_py_would_refuse_is_refused_with_its_error(value: object) -> None:
     with pytest.raises(DataError):
         pack([("SET", "k", value)], Connection())
+
+
+def test_without_a_deadline_of_its_own_a_call_has_the_clients_socket_timeout() -> None:
+    assert RedisConnections(aioredis.from_url(REDIS_URL)).deadline_s == 5  # redis-py's default
+    assert RedisConnections(aioredis.from_url(REDIS_URL, socket_timeout=1.5)).deadline_s == 1.5
+    assert RedisConnections(aioredis.from_url(REDIS_URL), deadline_s=0.5).deadline_s == 0.5
