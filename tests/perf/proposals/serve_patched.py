@@ -9,6 +9,11 @@ the earlier `coalesce` and `rank` proposals are now part of the gateway):
             opened before the upstream call still is)
   queuedledger  every PostgreSQL ledger write through the writer task's queue, as before lone writes were
             awaited by their caller (issue 16: `python -m tests.perf.run --replica-only --replica-ab queuedledger`)
+  idlewaits not a change: each ledger write (the in-flight row, the completed row) followed by an idle wait of
+            $BENCH_IDLE_WAIT_S seconds (default 0.0006, about a PostgreSQL commit here), no work in the process:
+            the embedded path made to wait as often as the replica path does (`--proposals "" idlewaits`; issue 16)
+  waitledger  not a change: the ledger's writes replaced by those idle waits (nothing written): the replica path
+            without PostgreSQL's work but with its waits (`--replica-only --replica-ab waitledger`; issue 16)
   stages    not a change: CPU time (the serving thread's, time.thread_time) of each stage of the request path,
             written as JSON to $BENCH_STAGES_OUT at exit; meaningful at concurrency 1, where nothing else runs
             while a stage awaits (issue 16)
@@ -65,6 +70,39 @@ def noledger() -> None:
     app.build_services = build_services  # type: ignore[assignment]
 
 
+def _ledger_waits(write_too: bool) -> None:
+    import os
+
+    from gateway import app
+
+    wait_s = float(os.environ.get("BENCH_IDLE_WAIT_S", "0.0006"))
+    original = app.build_services
+
+    def waiting(write: Any) -> Any:
+        async def wrapper(*a: Any, **kw: Any) -> Any:
+            if write_too:
+                await write(*a, **kw)
+            await asyncio.sleep(wait_s)
+
+        return wrapper
+
+    async def build_services(config: Any, **overrides: Any) -> Any:
+        s = await original(config, **overrides)
+        s.ledger.open = waiting(s.ledger.open)
+        s.ledger.finish = waiting(s.ledger.finish)
+        return s
+
+    app.build_services = build_services  # type: ignore[assignment]
+
+
+def idlewaits() -> None:
+    _ledger_waits(write_too=True)
+
+
+def waitledger() -> None:
+    _ledger_waits(write_too=False)
+
+
 def stages() -> None:
     """Wrap each awaited stage of the request path with a CPU-time counter (the serving thread's)."""
     import atexit
@@ -119,7 +157,8 @@ def stages() -> None:
     atexit.register(dump)
 
 
-PATCHES = {"nowait": nowait, "noledger": noledger, "stages": stages, "queuedledger": queuedledger}
+PATCHES = {"nowait": nowait, "noledger": noledger, "stages": stages, "queuedledger": queuedledger,
+           "idlewaits": idlewaits, "waitledger": waitledger}
 
 
 def main() -> None:
