@@ -117,7 +117,8 @@ def build_limits(config: Any, engine: AsyncEngine, redis: Any | None = None, *,
             shared_counters = local_counters = DegradingCounters(counters, state)
             ratelimit = local_limiter = DegradingRateLimiter(limiter, state)
             gate = DegradingGate(redis_gate, local_limiter, local_counters, state)
-            guard = functools.partial(state.call, bounded=True)
+            guard = functools.partial(state.call, bounded=connections.deadline_s is not None
+                                      and connections.deadline_s <= state.deadline_s)
         budgets = budgets_on(shared_counters)
         outbox = RedisOutbox(connections, guard=guard)
         settler: Settler = RedisSettler(outbox, budgets, counters, limiter, local_counters=local_counters,

@@ -149,6 +149,7 @@ class RedisConnections:
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
         self._open = 0  # connections opened so far
+        self._closes = 0
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send `commands` together and read their replies, in order; an error reply is returned in its place
@@ -176,6 +177,7 @@ class RedisConnections:
             return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
+        self._closes += 1  # an opening still under way must not leave a connection behind (`_open_link`)
         if self._link is not None:
             self._link.fail(RedisConnectionError("closed"))
             self._link = None
@@ -183,7 +185,7 @@ class RedisConnections:
     async def _connect(self) -> _Link:
         """One opening at a time: callers that arrive meanwhile wait for it (and share its failure)."""
         if self._opening is None:
-            self._opening = asyncio.ensure_future(self._open_link())
+            self._opening = asyncio.ensure_future(self._open_link(self._closes))
             self._opening.add_done_callback(self._opened)
         return await asyncio.shield(self._opening)
 
@@ -192,7 +194,7 @@ class RedisConnections:
         if not opening.cancelled() and opening.exception() is None:
             self._link = opening.result()
 
-    async def _open_link(self) -> _Link:
+    async def _open_link(self, closes: int) -> _Link:
         conn = self._make(**self._kwargs)
         try:
             async with asyncio.timeout(self.deadline_s):
@@ -200,6 +202,9 @@ class RedisConnections:
         except TimeoutError:
             conn._close()
             raise RedisTimeoutError(f"could not connect to Redis within {self.deadline_s}s") from None
+        if self._closes != closes:
+            conn._close()
+            raise RedisConnectionError("closed while the connection was being opened")
         streams = conn._writer, conn._reader
         transport = streams[0].transport
         conn._writer = conn._reader = None  # the socket is the link's now: the connection must not close it

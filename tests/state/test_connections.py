@@ -159,3 +159,14 @@ def test_without_a_deadline_of_its_own_a_call_has_the_clients_socket_timeout() -
     assert RedisConnections(aioredis.from_url(REDIS_URL)).deadline_s == 5  # redis-py's default
     assert RedisConnections(aioredis.from_url(REDIS_URL, socket_timeout=1.5)).deadline_s == 1.5
     assert RedisConnections(aioredis.from_url(REDIS_URL), deadline_s=0.5).deadline_s == 0.5
+
+
+async def test_closing_while_a_connection_is_being_opened_leaves_none_open(client: aioredis.Redis) -> None:
+    conns = RedisConnections(client)
+    calling = asyncio.ensure_future(conns.call("PING"))
+    await asyncio.sleep(0)  # the opening has started
+    await conns.close()
+    with pytest.raises(RedisConnectionError):
+        await calling
+    assert conns._link is None
+    assert await conns.call("PING") == b"PONG"  # usable again: the next call opens a connection
